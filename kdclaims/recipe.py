@@ -1,0 +1,41 @@
+"""A training recipe: everything the trainer needs besides the model, the method and the data."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Recipe(BaseModel):
+    """Optimiser, schedule, augmentation and precision settings of one training run.
+
+    ``augment`` lists batch augmentations by name with their parameters, applied in order to each training
+    batch (``kdclaims.data.transforms.build_augment``), e.g. ``{name: color_jitter, brightness: 0.4}``.
+    ``amp`` (bf16 autocast) and ``channels_last`` take effect on CUDA only. ``max_steps`` caps the steps of
+    each epoch (smoke fixtures).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(1, ge=0, le=10_000)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["none", "step", "cosine", "onecycle"] = "none"
+    milestones: tuple[int, ...] = ()
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: tuple[dict[str, Any], ...] = ()
+    max_steps: int | None = Field(None, ge=1)
+    amp: bool = True
+    channels_last: bool = True
+    grad_clip: float | None = Field(None, gt=0)
+
+    def key(self) -> dict[str, Any]:
+        """The JSON-able content that identifies this recipe in the checkpoint store."""
+        return self.model_dump(mode="json")
