@@ -36,6 +36,7 @@ class Split:
     std: tuple[float, ...] = (0.5,)
     groups: Tensor | None = None
     group_names: list[str] = field(default_factory=list)
+    meta: dict[str, Tensor] = field(default_factory=dict)  # extra per-image tensors, e.g. a cue-conflict texture label
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4:
@@ -66,6 +67,7 @@ class Split:
             x=self.x[index],
             y=self.y[index],
             groups=None if self.groups is None else self.groups[index],
+            meta={k: v[index] for k, v in self.meta.items()},
         )
 
     def sample(self, n: int | None, seed: int) -> "Split":
