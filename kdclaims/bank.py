@@ -1,0 +1,179 @@
+"""The models of one claim item: teachers and students built on first use, trained once through the store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdclaims.data.base import Split
+from kdclaims.models.base import Classifier
+from kdclaims.recipe import Recipe
+from kdclaims.seeding import seed_everything
+from kdclaims.spec.schema import Claim, DataSpec, TeacherSpec
+from kdclaims.store import CheckpointStore, recipe_key
+
+log = logging.getLogger("kdclaims.bank")
+EVAL_SAMPLE_SEED = 20231  # fixed: every arm, seed and run sees the same evaluation images
+
+
+@dataclass
+class RunContext:
+    """Where things are and where they run: the pytest options, or the CLI's."""
+
+    store: CheckpointStore
+    tier: str = "smoke"
+    data_root: Path | None = None
+    weights_dir: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = False
+    recipe_mode: str = "paper"
+
+
+class Bank:
+    """Implements the ``ModelBank`` protocol of ``kdclaims.probes.base`` for one resolved claim."""
+
+    def __init__(self, claim: Claim, ctx: RunContext):
+        self.claim, self.ctx = claim, ctx
+        self.seeds = list(claim.setup.seeds)
+        self.arms = [m.name for m in claim.setup.methods]
+        self.teachers = list(claim.setup.all_teachers())
+        self.device = ctx.device
+        self._methods = {m.name: m for m in claim.setup.methods}
+        self._models: dict[tuple[str, int | None], Classifier] = {}
+        self._splits: dict[str, Split] = {}
+        self._keys: dict[tuple[str, int | None], dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []  # one per model: name, seed, cache hit or trained
+
+    # -- data ------------------------------------------------------------------------------------------
+    def split(self, spec: DataSpec, which: str) -> Split:
+        from kdclaims.data import build_dataset
+
+        k = f"{which}:{spec.model_dump_json()}"
+        if k not in self._splits:
+            self._splits[k] = build_dataset(spec.name, which, root=self.ctx.data_root, seed=0, **spec.params)
+        return self._splits[k]
+
+    def eval_split(self, data: Any = None) -> Split:
+        probe = self.claim.probe
+        spec = DataSpec.model_validate(data) if data is not None else (probe.data or self.claim.setup.data)
+        k = f"eval:{spec.model_dump_json()}:{probe.images}"
+        if k not in self._splits:
+            self._splits[k] = self.split(spec, "test").sample(probe.images, seed=EVAL_SAMPLE_SEED)
+        return self._splits[k]
+
+    def arm_method(self, arm: str) -> str:
+        return self._methods[arm].method
+
+    # -- models ----------------------------------------------------------------------------------------
+    def model(self, name: str, seed: int | None = None) -> Classifier:
+        if name in self.teachers:
+            return self._teacher(name)
+        if name not in self._methods:
+            raise KeyError(f"no model '{name}'; arms: {self.arms}; teachers: {self.teachers}")
+        if seed is None:
+            raise ValueError(f"student arm '{name}' needs a seed; seeds: {self.seeds}")
+        return self._student(name, seed)
+
+    def model_key(self, name: str, seed: int | None = None) -> dict[str, Any]:
+        """The recipe dict that identifies a model (without training it when it is a student)."""
+        if name in self.teachers:
+            return self._teacher_key(name)
+        return self._student_key(name, seed)
+
+    def _build(self, arch_spec, split: Split) -> Classifier:
+        from kdclaims.models import create_model
+
+        return create_model(arch_spec.arch, split.num_classes, in_chans=split.channels, mean=split.mean,
+                            std=split.std, **arch_spec.params)
+
+    def _teacher_spec(self, name: str) -> tuple[TeacherSpec, DataSpec, Recipe]:
+        t = self.claim.setup.all_teachers()[name]
+        return t, t.data or self.claim.setup.data, t.recipe or self.claim.setup.recipe
+
+    def _teacher_key(self, name: str) -> dict[str, Any]:
+        t, data, recipe = self._teacher_spec(name)
+        if t.weights:
+            return {"kind": "weights", "arch": t.arch, "params": t.params, "weights": t.weights, "data": data.key()}
+        return {"kind": "teacher", "arch": t.arch, "params": t.params, "data": data.key(), "recipe": recipe.key(),
+                "seed": t.seed, "tier": self.ctx.tier}
+
+    def _teacher(self, name: str) -> Classifier:
+        if (name, None) in self._models:
+            return self._models[(name, None)]
+        from kdclaims.registries import METHODS
+
+        t, data, recipe = self._teacher_spec(name)
+        split = self.split(data, "train")
+        seed_everything(t.seed)
+        model = self._build(t, split)
+        if t.weights:
+            from kdclaims.models.weights import load_weights
+
+            load_weights(model, t.weights, self.ctx.weights_dir)
+            self.events.append({"model": name, "seed": None, "source": f"weights {t.weights}"})
+        else:
+            key = self._teacher_key(name)
+
+            def train_fn(workdir: Path) -> dict[str, torch.Tensor]:
+                distiller = METHODS.get("independent")(model, None, split)
+                return self._train(distiller, split, recipe, t.seed, workdir, f"teacher {name}")
+
+            state, hit = self.ctx.store.get_or_train(key, train_fn, label=f"{self.claim.id}:{name}")
+            model.load_state_dict(state)
+            self.events.append({"model": name, "seed": None, "source": "cache" if hit else "trained",
+                                "key": recipe_key(key)})
+        model.to(self.device).eval()
+        self._models[(name, None)] = model
+        return model
+
+    def _student_parts(self, arm: str) -> tuple[Any, Any, DataSpec, Recipe]:
+        from kdclaims.registries import METHODS
+
+        m = self._methods[arm]
+        builder = METHODS.get(m.method)
+        recipe = self.claim.setup.recipe
+        if m.recipe:
+            recipe = Recipe.model_validate({**recipe.model_dump(), **m.recipe})
+        return m, builder, self.claim.setup.data, recipe
+
+    def _student_key(self, arm: str, seed: int | None) -> dict[str, Any]:
+        m, builder, data, recipe = self._student_parts(arm)
+        needs_teacher = getattr(builder, "needs_teacher", True)
+        s = self.claim.setup.student
+        return {"kind": "student", "arch": s.arch, "params": s.params, "method": m.method, "method_params": m.params,
+                "teacher": self._teacher_key(m.teacher) if needs_teacher else None, "data": data.key(),
+                "recipe": recipe.key(), "seed": seed, "tier": self.ctx.tier}
+
+    def _student(self, arm: str, seed: int) -> Classifier:
+        if (arm, seed) in self._models:
+            return self._models[(arm, seed)]
+        m, builder, data, recipe = self._student_parts(arm)
+        needs_teacher = getattr(builder, "needs_teacher", True)
+        split = self.split(data, "train")
+        key = self._student_key(arm, seed)
+        seed_everything(seed)  # the same initial weights for every arm of one seed
+        model = self._build(self.claim.setup.student, split)
+
+        def train_fn(workdir: Path) -> dict[str, torch.Tensor]:
+            teacher = self._teacher(m.teacher) if needs_teacher else None
+            distiller = builder(model, teacher, split, **m.params)
+            return self._train(distiller, split, recipe, seed, workdir, f"{arm} seed {seed}")
+
+        state, hit = self.ctx.store.get_or_train(key, train_fn, label=f"{self.claim.id}:{arm}:{seed}")
+        model.load_state_dict(state)
+        model.to(self.device).eval()
+        self.events.append({"model": arm, "seed": seed, "source": "cache" if hit else "trained",
+                            "key": recipe_key(key)})
+        self._models[(arm, seed)] = model
+        return model
+
+    def _train(self, distiller, split: Split, recipe: Recipe, seed: int, workdir: Path, desc: str):
+        from kdclaims.train import train
+
+        result = train(distiller, split, recipe, seed=seed, device=self.device, workdir=workdir,
+                       progress=self.ctx.progress, desc=f"{self.claim.id} {desc}")
+        return result.state_dict

@@ -1,0 +1,131 @@
+"""Run one claim item: models (trained or cached) -> probe (cached when its inputs are unchanged) -> statistics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdclaims.bank import Bank, RunContext
+from kdclaims.evaluate import ClaimOutcome, evaluate, well_formed
+from kdclaims.probes.base import Measurements
+from kdclaims.spec.schema import Claim
+from kdclaims.store import recipe_key
+
+log = logging.getLogger("kdclaims.runner")
+PROBE_FORMAT = 1
+
+
+class Missing(Exception):
+    """What the item needs and this machine lacks (CUDA, data, weights); the item is skipped with this text."""
+
+
+@dataclass
+class ItemResult:
+    claim: Claim
+    outcome: ClaimOutcome
+    measurements: Measurements
+    seconds: float
+    events: list[dict[str, Any]] = field(default_factory=list)
+    probe_cached: bool = False
+
+    @property
+    def verdict(self) -> str:
+        return self.outcome.verdict
+
+    def problems(self) -> list[str]:
+        return well_formed(self.outcome)
+
+
+def missing_requirements(claim: Claim, ctx: RunContext) -> list[str]:
+    """Things the item needs that are absent, each with the option or path that would supply it."""
+    out = []
+    if ctx.device.type == "cuda" and not torch.cuda.is_available():
+        out.append("CUDA: no CUDA device is available (run on a GPU machine, or pass --kd-device cpu to force the CPU)")
+    if claim.tier == "gpu" and ctx.device.type != "cuda" and "cuda" in (claim.needs or ["cuda"]):
+        out.append("CUDA: the gpu tier runs the paper's settings on a CUDA device (found none; --kd-device cuda)")
+    from kdclaims.models.weights import resolve_weights
+
+    for name, t in claim.setup.all_teachers().items():
+        if t.weights:
+            try:
+                resolve_weights(t.weights, ctx.weights_dir)
+            except FileNotFoundError as e:
+                out.append(f"weights of {name}: {e}")
+            except ValueError as e:
+                out.append(f"weights of {name}: {e}")
+    return out
+
+
+def probe_key(claim: Claim, bank: Bank) -> dict[str, Any]:
+    models = {f"{arm}:{s}": recipe_key(bank.model_key(arm, s)) for arm in bank.arms for s in bank.seeds}
+    for t in bank.teachers:
+        key = bank.model_key(t)
+        if key.get("kind") == "weights":
+            from kdclaims.models.weights import resolve_weights
+
+            p = resolve_weights(key["weights"], bank.ctx.weights_dir)
+            st = os.stat(p)
+            key = {**key, "size": st.st_size, "mtime": int(st.st_mtime)}
+        models[t] = recipe_key(key)
+    return {"format": PROBE_FORMAT, "probe": claim.probe.model_dump(mode="json"), "setup_data": claim.setup.data.key(),
+            "models": models, "tier": claim.tier}
+
+
+def run_claim(claim: Claim, ctx: RunContext, *, use_probe_cache: bool = True) -> ItemResult:
+    """Train or load every model the probe asks for, run the probe, test every expectation."""
+    from kdclaims.registries import PROBES, load_all
+
+    load_all()
+    missing = missing_requirements(claim, ctx)
+    if missing:
+        raise Missing("; ".join(missing))
+    t0 = time.time()
+    bank = Bank(claim, ctx)
+    probe = PROBES.get(claim.probe.name)
+    key = recipe_key(probe_key(claim, bank))
+    m = ctx.store.load_measurements(key) if use_probe_cache else None
+    cached = m is not None
+    if m is None:
+        try:
+            m = probe(bank, dict(claim.probe.params))
+        except FileNotFoundError as e:  # data or weights the machine lacks (DataNotFound, WeightsNotFound)
+            raise Missing(str(e)) from e
+        ctx.store.save_measurements(key, m)
+    else:
+        log.info("probe cache hit: %s[%s]", claim.id, claim.tier)
+    outcome = evaluate(claim, m)
+    return ItemResult(claim, outcome, m, time.time() - t0, bank.events, cached)
+
+
+def report_item(claim: Claim, *, nodeid: str, outcome: str, verdict: str, message: str = "",
+                result: ItemResult | None = None, seconds: float = 0.0, recipe: str | None = None) -> dict[str, Any]:
+    """The report.json entry of one item (see ``kdclaims.report.schema``)."""
+    s = claim.setup
+    item: dict[str, Any] = {
+        "nodeid": nodeid, "id": claim.id, "title": claim.title, "setting": claim.setting, "tier": claim.tier,
+        "recipe": recipe, "outcome": outcome, "verdict": verdict, "message": message,
+        "paper_ref": claim.paper.model_dump(), "statement": claim.statement,
+        "setup": {"teacher": s.teacher.arch, "student": s.student.arch, "methods": [m.name for m in s.methods],
+                  "data": s.data.name, "seeds": list(s.seeds)},
+        "statistic": (f"two-way bootstrap over {' x '.join(claim.significance.unit)}, {claim.significance.method}, "
+                      f"{claim.significance.resamples} resamples, alpha {claim.significance.alpha}"),
+        "metric": None, "measured": None, "ci_low": None, "ci_high": None, "p_value": None, "p_holm": None,
+        "paper": None, "n_images": None, "n_seeds": None, "seconds": round(seconds, 3),
+        "expectations": [], "arms": {}, "figure": claim.report.model_dump(), "extras": {},
+    }
+    if result is not None:
+        h = result.outcome.headline
+        item.update(metric=h.metric, measured=h.measured, ci_low=h.ci_low, ci_high=h.ci_high, p_value=h.p_value,
+                    paper=h.paper, n_images=h.n_images, n_seeds=h.n_seeds)
+        item["expectations"] = [e.to_dict() for e in result.outcome.expectations]
+        item["arms"] = result.outcome.arms
+        item["extras"] = {**result.measurements.extras, "models": result.events, "probe_cached": result.probe_cached}
+        if not item["figure"]["metrics"]:
+            item["figure"]["metrics"] = sorted({e.metric for e in result.outcome.expectations})
+    return item

@@ -1,0 +1,231 @@
+"""The claim schema (pydantic v2). ``Claim`` is one claim resolved for one tier and setting.
+
+A claim file is the base document plus optional ``tiers: {smoke|cpu|gpu: overrides}`` and
+``settings: {name: overrides}``, deep-merged by ``kdclaims.spec.loader`` before validation here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kdclaims.recipe import Recipe
+
+TIERS = ("smoke", "cpu", "gpu")
+Tier = Literal["smoke", "cpu", "gpu"]
+ID_RE = r"^[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _fold_extra(data: Any, known: set[str], into: str = "params") -> Any:
+    """``{name: x, a: 1}`` -> ``{name: x, params: {a: 1}}``: extra keys are parameters."""
+    if isinstance(data, dict):
+        extra = {k: v for k, v in data.items() if k not in known}
+        if extra:
+            data = {k: v for k, v in data.items() if k in known}
+            data[into] = {**extra, **(data.get(into) or {})}
+    return data
+
+
+class PaperRef(Strict):
+    section: str
+    figure: str | None = None
+    table: str | None = None
+
+    @field_validator("section", "figure", "table", mode="before")
+    @classmethod
+    def _str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) else v
+
+
+class DataSpec(Strict):
+    """A dataset by registry name; other keys are the builder's parameters (``domains``, ``n``, ...)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        return _fold_extra(data, {"name", "params"})
+
+    def key(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params}
+
+
+class ModelSpec(Strict):
+    """An architecture by registry name; ``weights`` loads a file instead of training (teachers)."""
+
+    arch: str
+    weights: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"arch": data} if isinstance(data, str) else data
+
+
+class TeacherSpec(ModelSpec):
+    """A teacher: loaded from ``weights`` or trained (independently, seed ``seed``) on ``data`` with ``recipe``."""
+
+    data: DataSpec | None = None  # default: the students' data
+    recipe: Recipe | None = None  # default: the students' recipe
+    seed: int = Field(0, ge=0)
+
+
+class MethodSpec(Strict):
+    """One student arm: a registered method with parameters, optionally its own teacher and recipe changes."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_*]*$")
+    method: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    teacher: str = "teacher"
+    recipe: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data, "method": data}
+        if isinstance(data, dict) and "method" not in data and "name" in data:
+            data = {**data, "method": data["name"]}
+        return data
+
+
+class Setup(Strict):
+    teacher: TeacherSpec
+    teachers: dict[str, TeacherSpec] = Field(default_factory=dict)
+    student: ModelSpec
+    methods: list[MethodSpec] = Field(min_length=1)
+    data: DataSpec
+    seeds: list[int] = Field(min_length=1)
+    recipe: Recipe = Field(default_factory=Recipe)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if any(s < 0 for s in v):
+            raise ValueError("seeds must be non-negative")
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _arms(self) -> "Setup":
+        names = [m.name for m in self.methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate method names {dup}; give each arm its own name")
+        if "teacher" in self.teachers:
+            raise ValueError("teachers: 'teacher' is the main teacher; name extra teachers otherwise")
+        for m in self.methods:
+            if m.teacher != "teacher" and m.teacher not in self.teachers:
+                raise ValueError(f"method {m.name}: unknown teacher '{m.teacher}'; known: {['teacher', *self.teachers]}")
+        return self
+
+    def all_teachers(self) -> dict[str, TeacherSpec]:
+        return {"teacher": self.teacher, **self.teachers}
+
+
+class ProbeSpec(Strict):
+    """A registered probe; ``images`` caps the evaluation images; other keys are the probe's parameters."""
+
+    name: str
+    images: int | None = Field(None, ge=2)
+    data: DataSpec | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold(cls, data: Any) -> Any:
+        return _fold_extra(data, {"name", "images", "data", "params"})
+
+
+class Expect(Strict):
+    """One expected effect: ``compare`` is ``<lhs> (>|<|~=) <rhs>`` over arms of ``metric``.
+
+    Terms are arm names (``kl``, ``independent``, ``teacher``), ``arm[q]`` for sub-metric ``metric/q``,
+    numbers, and ``k*arm``; ``{method}`` (or ``distilled``) expands over ``per: method``.
+    ``~=`` needs ``margin`` (an equivalence claim). ``paper`` is the paper's value of the left minus right
+    side, shown beside ours. ``smoke: true`` asserts the direction at the smoke tier too (a planted effect).
+    """
+
+    metric: str
+    compare: str
+    margin: float | None = Field(None, gt=0)
+    per: Literal["method"] | list[str] | None = None
+    paper: float | None = None
+    label: str | None = None
+    smoke: bool = False
+    why: str | None = None
+
+    @model_validator(mode="after")
+    def _parse(self) -> "Expect":
+        from kdclaims.spec.compare import parse_compare
+
+        try:
+            cmp = parse_compare(self.compare)
+        except ValueError as e:
+            raise ValueError(f"compare: {e}") from None
+        if cmp.op == "~=" and self.margin is None:
+            raise ValueError("margin: an equivalence claim ('~=') needs a margin")
+        if cmp.op != "~=" and self.margin is not None and self.margin <= 0:
+            raise ValueError("margin must be positive")
+        return self
+
+
+class Significance(Strict):
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    resamples: int = Field(10_000, ge=100, le=1_000_000)
+    method: Literal["percentile", "bca"] = "percentile"
+    unit: list[Literal["image", "seed"]] = Field(default_factory=lambda: ["image", "seed"])
+
+
+class FigureSpec(Strict):
+    kind: Literal["bars", "lines", "heatmaps", "groups", "none"] = "bars"
+    metrics: list[str] = Field(default_factory=list)
+    x: list[float] | None = None
+    xlabel: str | None = None
+    ylabel: str | None = None
+
+
+class Claim(Strict):
+    """One claim, resolved for one tier (and setting)."""
+
+    id: str = Field(pattern=ID_RE)
+    version: int = Field(1, ge=1)
+    title: str = Field(min_length=1)
+    paper: PaperRef
+    statement: str = Field(min_length=10)
+    setup: Setup
+    probe: ProbeSpec
+    expect: list[Expect] = Field(min_length=1)
+    reference: dict[str, Any] = Field(default_factory=dict)
+    significance: Significance = Field(default_factory=Significance)
+    report: FigureSpec = Field(default_factory=FigureSpec)
+    tags: list[str] = Field(default_factory=list)
+    notes: dict[str, str] = Field(default_factory=dict)  # design choices with one-line reasons (eps, layer, ...)
+    tier: Tier = "smoke"
+    setting: str | None = None
+    needs: list[str] = Field(default_factory=list)  # what the tier needs, e.g. "cuda", "data:imagenet"
+
+    @model_validator(mode="after")
+    def _expect_names(self) -> "Claim":
+        from kdclaims.spec.compare import check_names
+
+        arms = [m.name for m in self.setup.methods]
+        teachers = list(self.setup.all_teachers())
+        for i, e in enumerate(self.expect):
+            try:
+                check_names(e, arms, teachers)
+            except ValueError as err:
+                raise ValueError(f"expect[{i}].compare: {err}") from None
+        return self

@@ -1,0 +1,224 @@
+"""The checkpoint store: content-addressed by the full training recipe, shared by claims, runs and workers.
+
+Layout under ``root``::
+
+    ckpt/<k[:2]>/<key>/model.pt        the student's (or teacher's) state dict
+    ckpt/<k[:2]>/<key>/manifest.json   recipe, sha256 and size of model.pt; written last = complete
+    ckpt/<k[:2]>/<key>/work/           the trainer's per-epoch resume checkpoint while training
+    probe/<k[:2]>/<key>.npz|.json      cached probe measurements (inputs unchanged -> no recompute)
+    locks/<key>.lock                   one trainer per key across processes (fcntl lock: a dead holder frees it)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock, Timeout
+
+from kdclaims.atomic import atomic_save, atomic_write_text
+
+FORMAT_VERSION = 1
+log = logging.getLogger("kdclaims.store")
+
+
+class StoreError(RuntimeError):
+    """The cache cannot be used (no permission, disk full, a corrupt entry that cannot be repaired)."""
+
+
+class CorruptCheckpoint(StoreError):
+    pass
+
+
+def recipe_key(recipe: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the recipe plus the store format version (first 32 hex digits)."""
+    blob = json.dumps({"format": FORMAT_VERSION, **recipe}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class CheckpointStore:
+    """Train once, reuse everywhere. ``get_or_train`` is safe across processes and xdist workers."""
+
+    def __init__(self, root: Path | str, lock_timeout: float = 6 * 3600):
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+        self.hits = 0
+        self.trained = 0
+        try:
+            for sub in ("ckpt", "probe", "locks"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            probe = self.root / "locks" / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise StoreError(
+                f"cannot use checkpoint cache {self.root}: {e.strerror or e}; choose a writable folder with --kd-cache DIR"
+            ) from e
+
+    def entry(self, key: str) -> Path:
+        return self.root / "ckpt" / key[:2] / key
+
+    def _lock(self, key: str) -> FileLock:
+        return FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=self.lock_timeout)
+
+    def is_complete(self, key: str) -> bool:
+        return (self.entry(key) / "manifest.json").is_file()
+
+    def load(self, key: str) -> dict[str, torch.Tensor]:
+        """Load a complete entry after checking its sha256; a mismatch raises ``CorruptCheckpoint``."""
+        d = self.entry(key)
+        try:
+            manifest = json.loads((d / "manifest.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CorruptCheckpoint(f"checkpoint {d}: unreadable manifest ({e})") from e
+        model = d / "model.pt"
+        if not model.is_file():
+            raise CorruptCheckpoint(f"checkpoint {d}: model.pt is missing")
+        digest = file_sha256(model)
+        if digest != manifest.get("sha256"):
+            raise CorruptCheckpoint(
+                f"checkpoint {model}: sha256 {digest[:12]}… does not match its manifest "
+                f"({str(manifest.get('sha256'))[:12]}…); the file was changed or damaged"
+            )
+        try:
+            return torch.load(model, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is corruption here
+            raise CorruptCheckpoint(f"checkpoint {model}: cannot be loaded ({e})") from e
+
+    def manifest(self, key: str) -> dict[str, Any]:
+        return json.loads((self.entry(key) / "manifest.json").read_text())
+
+    def _quarantine(self, key: str) -> None:
+        d = self.entry(key)
+        target = d.with_name(f"{d.name}.corrupt-{int(time.time())}")
+        os.replace(d, target)
+        log.warning("moved corrupt checkpoint %s aside to %s; it will be retrained", d, target)
+
+    def get_or_train(
+        self,
+        recipe: dict[str, Any],
+        train_fn: Callable[[Path], dict[str, torch.Tensor]],
+        *,
+        label: str = "",
+        on_corrupt: str = "retrain",
+    ) -> tuple[dict[str, torch.Tensor], bool]:
+        """Return ``(state_dict, cache_hit)``; train with ``train_fn(workdir)`` under a lock when absent.
+
+        ``on_corrupt``: "retrain" moves a damaged entry aside and trains again; "refuse" raises.
+        """
+        key = recipe_key(recipe)
+        name = label or key[:12]
+        for attempt in (0, 1):
+            if self.is_complete(key):
+                try:
+                    state = self.load(key)
+                    self.hits += 1
+                    log.info("cache hit: %s (%s)", name, key[:12])
+                    return state, True
+                except CorruptCheckpoint:
+                    if on_corrupt == "refuse":
+                        raise
+                    with self._lock(key):
+                        if self.is_complete(key):
+                            try:
+                                self.load(key)
+                            except CorruptCheckpoint:
+                                self._quarantine(key)
+                    continue
+            try:
+                with self._lock(key):
+                    if self.is_complete(key):
+                        continue  # another process finished it while we waited
+                    log.info("training: %s (%s)", name, key[:12])
+                    d = self.entry(key)
+                    d.mkdir(parents=True, exist_ok=True)
+                    t0 = time.time()
+                    state = train_fn(d / "work")
+                    self._commit(key, recipe, state, time.time() - t0)
+                    self.trained += 1
+                    return state, False
+            except Timeout as e:
+                raise StoreError(f"waited {self.lock_timeout:.0f}s for another process to train {name}") from e
+        raise StoreError(f"checkpoint {name} could not be produced")
+
+    def _commit(self, key: str, recipe: dict[str, Any], state: dict[str, torch.Tensor], seconds: float) -> None:
+        d = self.entry(key)
+        try:
+            atomic_save({k: v.detach().cpu() for k, v in state.items()}, d / "model.pt")
+            manifest = {
+                "format": FORMAT_VERSION,
+                "key": key,
+                "recipe": recipe,
+                "sha256": file_sha256(d / "model.pt"),
+                "bytes": (d / "model.pt").stat().st_size,
+                "train_seconds": round(seconds, 2),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            atomic_write_text(d / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True, default=str))
+        except OSError as e:
+            raise StoreError(
+                f"cannot write checkpoint to {d}: {e.strerror or e}; free space or choose another --kd-cache DIR"
+            ) from e
+        shutil.rmtree(d / "work", ignore_errors=True)
+
+    # -- probe measurement cache -------------------------------------------------------------------------
+    def measurements_path(self, key: str) -> Path:
+        return self.root / "probe" / key[:2] / key
+
+    def load_measurements(self, key: str):
+        from kdclaims.probes.base import Measurements
+
+        base = self.measurements_path(key)
+        meta = base.with_suffix(".json")
+        if not meta.is_file():
+            return None
+        try:
+            info = json.loads(meta.read_text())
+            with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
+                if file_sha256(base.with_suffix(".npz")) != info["sha256"]:
+                    return None
+                values: dict[str, dict[str, np.ndarray]] = {}
+                for i, (metric, arm) in enumerate(info["index"]):
+                    values.setdefault(metric, {})[arm] = z[f"a{i}"]
+            return Measurements(values=values, extras=info["extras"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def save_measurements(self, key: str, m) -> None:
+        base = self.measurements_path(key)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        index, arrays = [], {}
+        for metric, arms in m.values.items():
+            for arm, arr in arms.items():
+                arrays[f"a{len(index)}"] = arr
+                index.append([metric, arm])
+        tmp = base.with_name(base.name + f".tmp{os.getpid()}.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, base.with_suffix(".npz"))
+        info = {"index": index, "extras": m.extras, "sha256": file_sha256(base.with_suffix(".npz"))}
+        atomic_write_text(base.with_suffix(".json"), json.dumps(info, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    return str(o)
