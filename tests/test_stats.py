@@ -1,0 +1,382 @@
+"""Tests of kdclaims.stats: planted effects, calibration under the null, invariances, the count algebra, edge cases."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy import stats as sps
+
+from kdclaims.stats import (
+    Term,
+    directional_test,
+    equivalence_test,
+    estimate,
+    holm,
+    mean_ci,
+    replicates_from_indices,
+    share_test,
+    two_way_bootstrap,
+)
+
+ALPHA = 0.05
+
+
+def paired(rng: np.random.Generator, n: int, seeds: int, effect: float, noise: float = 1.0, seed_sd: float = 0.0):
+    """kl and independent arms over the same images: shared image difficulty, own noise and seed offsets."""
+    base = rng.normal(size=n)
+    ind = base + noise * rng.normal(size=(seeds, n)) + seed_sd * rng.normal(size=(seeds, 1))
+    kl = base + effect + noise * rng.normal(size=(seeds, n)) + seed_sd * rng.normal(size=(seeds, 1))
+    return [Term(1.0, kl), Term(-1.0, ind)]
+
+
+def mc_limit(nsim: int) -> float:
+    """α plus three binomial standard errors of a rejection rate estimated from nsim simulations."""
+    return ALPHA + 3.0 * np.sqrt(ALPHA * (1 - ALPHA) / nsim)
+
+
+# ----------------------------------------------------------------------------------------------- planted effects
+
+
+def test_planted_effect_is_supported_and_its_mirror_refuted():
+    rng = np.random.default_rng(0)
+    terms = paired(rng, n=400, seeds=2, effect=0.2, noise=0.5)
+    up = directional_test(terms, alternative="greater", alpha=ALPHA, resamples=400, rng=1)
+    assert up.verdict == "supported" and up.ci_low > 0 and up.p_value < ALPHA
+    assert up.ci_low <= up.estimate <= up.ci_high
+    assert abs(up.estimate - 0.2) < 0.1
+    assert (up.n_units, up.n_seeds, up.kind, up.method) == (400, 2, "directional", "percentile")
+    down = directional_test(terms, alternative="less", alpha=ALPHA, resamples=400, rng=1)
+    assert down.verdict == "refuted" and down.p_value > 0.5
+    flipped = [Term(-t.coef, t.values, t.image_set) for t in terms]
+    assert directional_test(flipped, alternative="greater", resamples=400, rng=1).verdict == "refuted"
+    assert directional_test(flipped, alternative="less", resamples=400, rng=1).verdict == "supported"
+    # a threshold above the effect turns the same data into a refutation
+    assert directional_test(terms, alternative="greater", threshold=0.5, resamples=400, rng=1).verdict == "refuted"
+
+
+def test_noise_on_few_images_is_inconclusive_never_a_pass():
+    diff = np.array([[-1.1, 0.4, 1.3, -0.5, 0.2]])  # mixed signs, mean near zero, five images
+    terms = [Term(1.0, diff)]
+    for alt in ("greater", "less"):
+        assert directional_test(terms, alternative=alt, resamples=400, rng=0).verdict == "inconclusive"
+    eq = equivalence_test(terms, margin=0.1, resamples=400, rng=0)
+    assert eq.verdict == "inconclusive" and eq.p_value > ALPHA
+
+
+def test_equivalence_supported_when_close_and_refuted_when_far():
+    rng = np.random.default_rng(3)
+    close = paired(rng, n=600, seeds=2, effect=0.0, noise=0.3)
+    res = equivalence_test(close, margin=0.1, resamples=400, rng=2)
+    assert res.verdict == "supported" and -0.1 < res.ci_low <= res.ci_high < 0.1 and res.p_value < ALPHA
+    far = paired(rng, n=600, seeds=2, effect=0.5, noise=0.3)
+    res = equivalence_test(far, margin=0.1, resamples=400, rng=2)
+    assert res.verdict == "refuted" and res.ci_low > 0.1
+    # θ ≈ c is tested by moving c into the constant
+    shifted = equivalence_test(far, -0.5, margin=0.1, resamples=400, rng=2)
+    assert shifted.verdict == "supported"
+
+
+def test_shift_p_value_at_a_huge_effect_is_the_smallest_possible():
+    terms = [Term(1.0, np.array([[5.0, 5.2, 4.9, 5.1, 5.05]]))]
+    res = directional_test(terms, alternative="greater", resamples=200, rng=0)
+    assert res.p_value == pytest.approx(1 / 201)
+    assert directional_test(terms, alternative="less", resamples=200, rng=0).p_value == 1.0
+
+
+# ----------------------------------------------------------------------------------------------- null calibration
+
+
+def _supported_rate(nsim: int, n: int, seeds: int, seed_sd: float, *, test: str, seed: int = 11) -> float:
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(nsim):
+        if test == "directional":  # true θ = 0 = threshold
+            terms = paired(rng, n, seeds, effect=0.0, seed_sd=seed_sd)
+            res = directional_test(terms, alternative="greater", resamples=200, rng=rng)
+        else:  # true θ = margin: the edge of the equivalence band
+            terms = paired(rng, n, seeds, effect=1.0, seed_sd=seed_sd)
+            res = equivalence_test(terms, margin=1.0, resamples=200, rng=rng)
+        hits += res.verdict == "supported"
+    return hits / nsim
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_directional_null_is_supported_at_most_alpha(seeds):
+    nsim = 1000
+    assert _supported_rate(nsim, n=200, seeds=seeds, seed_sd=0.0, test="directional") <= mc_limit(nsim)
+
+
+def test_equivalence_at_the_margin_is_supported_at_most_alpha():
+    nsim = 1000
+    assert _supported_rate(nsim, n=200, seeds=1, seed_sd=0.0, test="equivalence") <= mc_limit(nsim)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit: with 2 seeds the seed component is estimated from 1 degree of freedom, so strong "
+    "seed-to-seed variation makes the two-way bootstrap anti-conservative (~15-20% at alpha=5%)",
+)
+def test_two_seeds_with_strong_seed_effects_keep_alpha():
+    nsim = 500
+    assert _supported_rate(nsim, n=60, seeds=2, seed_sd=0.5, test="directional") <= mc_limit(nsim)
+
+
+# ----------------------------------------------------------------------------------------------- invariances
+
+
+def test_permuting_images_and_seeds_relabels_the_replicates_exactly():
+    rng = np.random.default_rng(5)
+    terms = paired(rng, n=30, seeds=3, effect=0.1, seed_sd=0.3)
+    terms.append(Term(0.5, rng.normal(size=(1, 30))))  # a one-row reference (teacher) on the same images
+    B = 50
+    img = rng.integers(0, 30, size=(B, 30))
+    sd = rng.integers(0, 3, size=(B, 3))
+    reps = replicates_from_indices(terms, 0.2, {3: sd}, {"images": img})
+
+    pi, rho = rng.permutation(30), rng.permutation(3)  # new column j holds old column pi[j]
+    inv_pi, inv_rho = np.argsort(pi), np.argsort(rho)
+    moved = [Term(t.coef, t.values[rho][:, pi] if t.values.shape[0] == 3 else t.values[:, pi]) for t in terms]
+    # the same draws, expressed in the new labels
+    reps_moved = replicates_from_indices(moved, 0.2, {3: inv_rho[sd]}, {"images": inv_pi[img]})
+    np.testing.assert_allclose(reps_moved, reps, rtol=1e-12, atol=1e-12)
+    assert estimate(moved, 0.2) == pytest.approx(estimate(terms, 0.2), abs=1e-12)
+
+    # the tests' answers agree up to Monte-Carlo error
+    a = directional_test(terms, 0.2, alternative="greater", resamples=3000, rng=8)
+    b = directional_test(moved, 0.2, alternative="greater", resamples=3000, rng=8)
+    spread = a.ci_high - a.ci_low
+    assert abs(a.ci_low - b.ci_low) < 0.1 * spread and abs(a.ci_high - b.ci_high) < 0.1 * spread
+
+
+def test_two_way_bootstrap_is_wider_than_images_only_when_seeds_vary():
+    rng = np.random.default_rng(9)
+    terms = paired(rng, n=300, seeds=4, effect=0.0, noise=0.5, seed_sd=0.3)
+    both = two_way_bootstrap(terms, resamples=1000, rng=1)
+    images = two_way_bootstrap(terms, resamples=1000, rng=1, seeds=False)
+    assert np.std(both) > 2.0 * np.std(images)
+
+
+# ----------------------------------------------------------------------------------------------- count algebra
+
+
+def _naive(terms, constant, seed_idx, image_idx):
+    out = []
+    for b in range(next(iter(image_idx.values())).shape[0]):
+        theta = constant
+        for t in terms:
+            rows = seed_idx[t.values.shape[0]][b] if t.values.shape[0] in seed_idx else np.arange(t.values.shape[0])
+            theta += t.coef * np.nanmean(t.values[np.ix_(rows, image_idx[t.image_set][b])])
+        out.append(theta)
+    return np.array(out)
+
+
+def test_counts_and_matrix_products_equal_explicit_resampling():
+    rng = np.random.default_rng(2)
+    kl_g, ind_g = rng.normal(size=(2, 7)), rng.normal(size=(2, 7))
+    kl_r, ind_r = rng.normal(size=(2, 11)), rng.normal(size=(2, 11))
+    teacher = rng.normal(size=(1, 11))
+    kl_g[0, 3] = ind_r[1, 4] = teacher[0, 0] = np.nan
+    terms = [
+        Term(1.0, kl_g, "g3"), Term(-1.0, ind_g, "g3"),
+        Term(-1.0, kl_r, "rest"), Term(1.0, ind_r, "rest"), Term(0.25, teacher, "rest"),
+    ]  # fmt: skip
+    B = 40
+    seed_idx = {2: rng.integers(0, 2, size=(B, 2))}
+    image_idx = {"g3": rng.integers(0, 7, size=(B, 7)), "rest": rng.integers(0, 11, size=(B, 11))}
+    naive = _naive(terms, -0.3, seed_idx, image_idx)
+    fast = replicates_from_indices(terms, -0.3, seed_idx, image_idx)
+    np.testing.assert_allclose(fast, naive, rtol=1e-12, atol=1e-12)
+    # and without seed resampling, rows enter with weight one
+    fast1 = replicates_from_indices(terms, -0.3, {}, image_idx)
+    np.testing.assert_allclose(fast1, _naive(terms, -0.3, {}, image_idx), rtol=1e-12, atol=1e-12)
+
+
+def test_chunks_keep_memory_bounded_for_5000_images():
+    rng = np.random.default_rng(0)
+    terms = paired(rng, n=5000, seeds=2, effect=0.0)
+    tracemalloc.start()
+    try:
+        reps = two_way_bootstrap(terms, resamples=1500, rng=0)  # several chunks
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert reps.shape == (1500,) and np.isfinite(reps).all()
+    assert peak < 200e6
+
+
+# ----------------------------------------------------------------------------------------------- BCa vs scipy
+
+
+def test_bca_and_percentile_match_scipy_paired_bootstrap():
+    rng = np.random.default_rng(4)
+    x = rng.exponential(size=150) ** 2  # skewed, so BCa and percentile differ
+    y = 0.3 * rng.normal(size=150)
+    terms = [Term(1.0, x[None]), Term(-1.0, y[None])]
+    B = 10_000  # the BCa levels reach far into the tail of skewed data: Monte-Carlo error needs many resamples
+
+    def stat(a, b, axis):
+        return a.mean(axis=axis) - b.mean(axis=axis)
+
+    for method, scipy_method in (("bca", "BCa"), ("percentile", "percentile")):
+        ours = directional_test(terms, alternative="greater", alpha=ALPHA, resamples=B, rng=1, method=method)
+        ref = sps.bootstrap(
+            (x, y), stat, paired=True, vectorized=True, n_resamples=B, confidence_level=1 - 2 * ALPHA,
+            method=scipy_method, rng=np.random.default_rng(2),
+        ).confidence_interval  # fmt: skip
+        se = np.std(two_way_bootstrap(terms, resamples=1000, rng=3))
+        assert ours.method == method
+        assert abs(ours.ci_low - ref.low) < 0.2 * se and abs(ours.ci_high - ref.high) < 0.2 * se
+    pct = directional_test(terms, alternative="greater", resamples=B, rng=1)
+    bca = directional_test(terms, alternative="greater", resamples=B, rng=1, method="bca")
+    assert bca.ci_high - pct.ci_high > 0.05 * se  # right skew: BCa moves the interval up
+
+
+def test_bca_falls_back_to_percentile_with_several_seeds():
+    rng = np.random.default_rng(6)
+    res = directional_test(paired(rng, 50, 2, 0.5), alternative="greater", resamples=200, rng=0, method="bca")
+    assert res.method == "percentile"
+
+
+# ----------------------------------------------------------------------------------------------- NaN, Holm, shares
+
+
+def test_nan_units_use_the_nanmean():
+    a = np.array([[1.0, np.nan, 3.0, 5.0], [np.nan, 2.0, 2.0, np.nan]])
+    assert estimate([Term(1.0, a)]) == pytest.approx(np.nanmean(a))
+    assert estimate([Term(2.0, a)], 1.0) == pytest.approx(2 * 13 / 5 + 1)
+    mean, lo, hi = mean_ci(a, resamples=500, rng=0)
+    assert mean == pytest.approx(13 / 5) and lo <= mean <= hi
+    reps = two_way_bootstrap([Term(1.0, a)], resamples=300, rng=0)
+    assert np.all((reps[np.isfinite(reps)] >= 1.0) & (reps[np.isfinite(reps)] <= 5.0))
+
+
+def test_holm_by_hand():
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(holm([0.5, 0.01]), [0.5, 0.02])
+    np.testing.assert_allclose(holm([0.6, 0.7]), [1.0, 1.0])
+    out = holm([0.02, np.nan, 0.01])
+    assert np.isnan(out[1])
+    np.testing.assert_allclose(out[[0, 2]], [0.02, 0.02])
+    assert holm([]).shape == (0,)
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=12))
+@settings(max_examples=100, deadline=None)
+def test_holm_is_bounded_and_monotone(ps):
+    p = np.array(ps)
+    adj = holm(p)
+    assert np.all(adj >= p - 1e-15) and np.all(adj <= 1.0)
+    order = np.argsort(p, kind="stable")
+    assert np.all(np.diff(adj[order]) >= -1e-15)
+    assert np.all(adj <= np.minimum(1.0, len(p) * p) + 1e-15)
+
+
+def test_share_test_matches_binomtest_and_wilson():
+    x = np.array([1] * 38 + [0] * 22, dtype=float)
+    res = share_test(x, 0.5, "greater", alpha=ALPHA)
+    ref = sps.binomtest(38, 60, 0.5, alternative="greater")
+    ci = sps.binomtest(38, 60, 0.5).proportion_ci(confidence_level=0.9, method="wilson")
+    assert res.p_value == pytest.approx(ref.pvalue)
+    assert (res.ci_low, res.ci_high) == pytest.approx((ci.low, ci.high))
+    assert res.verdict == "supported" and res.estimate == pytest.approx(38 / 60)
+    # the lower bound equals the one-sided Wilson bound at 1 - alpha
+    one_sided = ref.proportion_ci(confidence_level=1 - ALPHA, method="wilson")
+    assert res.ci_low == pytest.approx(one_sided.low)
+    assert share_test(x, 0.5, "less").verdict == "refuted"
+    assert share_test(np.array([[1, 0, 1, 0, np.nan, 1]]), 0.5).verdict == "inconclusive"
+    with pytest.raises(ValueError, match="directional_test"):
+        share_test(np.ones((2, 10)))
+    with pytest.raises(ValueError, match="0, 1"):
+        share_test(np.array([0.0, 0.5, 1.0]))
+
+
+def test_multi_seed_share_goes_through_the_bootstrap():
+    rng = np.random.default_rng(1)
+    wins = (rng.random((2, 300)) < 0.7).astype(float)
+    res = directional_test([Term(1.0, wins)], alternative="greater", threshold=0.5, resamples=300, rng=0)
+    assert res.verdict == "supported" and 0.6 < res.estimate < 0.8
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (np.zeros(5), "2-D"),
+        (np.array([[1.0, np.inf, 0.0]]), "inf"),
+        (np.array([[1.0, np.nan, np.nan]]), "at least 2 units"),
+    ],
+)
+def test_bad_arrays_raise(values, message):
+    with pytest.raises(ValueError, match=message):
+        Term(1.0, values)
+
+
+def test_bad_arguments_raise():
+    t = [Term(1.0, np.arange(10.0)[None])]
+    with pytest.raises(ValueError, match="alpha"):
+        directional_test(t, alternative="greater", alpha=0.5, rng=0, resamples=100)
+    with pytest.raises(ValueError, match="alpha"):
+        equivalence_test(t, margin=1.0, alpha=0.0, rng=0, resamples=100)
+    with pytest.raises(ValueError, match="margin"):
+        equivalence_test(t, margin=0.0, rng=0, resamples=100)
+    with pytest.raises(ValueError, match="resamples"):
+        two_way_bootstrap(t, resamples=99, rng=0)
+    with pytest.raises(ValueError, match="alternative"):
+        directional_test(t, alternative="two-sided", rng=0, resamples=100)
+    with pytest.raises(ValueError, match="units"):
+        estimate([Term(1.0, np.zeros((1, 4))), Term(1.0, np.zeros((1, 5)))])
+    with pytest.raises(ValueError, match="method"):
+        directional_test(t, alternative="greater", rng=0, resamples=100, method="basic")
+    with pytest.raises(ValueError, match="p-values"):
+        holm([0.2, 1.5])
+
+
+# ----------------------------------------------------------------------------------------------- properties
+
+
+@st.composite
+def shifted_pair(draw):
+    seeds = draw(st.integers(1, 3))
+    n = draw(st.integers(3, 25))
+    unit = st.floats(-1.0, 1.0, allow_nan=False)
+    ind = draw(hnp.arrays(np.float64, (seeds, n), elements=unit))
+    noise = draw(hnp.arrays(np.float64, (seeds, n), elements=unit))
+    holes = draw(hnp.arrays(np.bool_, (seeds, n)))
+    holes[:, :2] = False  # every reference keeps at least two units with data
+    kl = np.where(holes, np.nan, ind + 5.0 + noise)
+    return [Term(1.0, kl), Term(-1.0, ind)]
+
+
+@given(shifted_pair(), st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_a_strong_planted_shift_is_always_supported(terms, seed):
+    res = directional_test(terms, alternative="greater", resamples=100, rng=seed)
+    assert res.verdict == "supported"
+    assert np.isfinite([res.estimate, res.ci_low, res.ci_high, res.p_value]).all()
+    tol = 1e-9 * max(1.0, abs(res.estimate))  # the replicates are sums of products: rounding only
+    assert res.ci_low <= res.estimate + tol and res.estimate <= res.ci_high + tol
+    assert 0.0 < res.p_value <= 1.0
+
+
+@given(
+    hnp.arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(2, 20)), elements=st.floats(-1e3, 1e3)),
+    st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=40, deadline=None)
+def test_intervals_are_ordered_and_finite(values, seed):
+    terms = [Term(1.0, values)]
+    for res in (
+        directional_test(terms, alternative="greater", resamples=100, rng=seed),
+        equivalence_test(terms, margin=1.0, resamples=100, rng=seed),
+    ):
+        assert np.isfinite([res.estimate, res.ci_low, res.ci_high, res.p_value]).all()
+        tol = 1e-9 * max(1.0, abs(res.estimate))
+        assert res.ci_low <= res.estimate + tol and res.estimate <= res.ci_high + tol
+        assert res.verdict in ("supported", "refuted", "inconclusive")
