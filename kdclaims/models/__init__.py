@@ -1,1 +1,44 @@
-"""models package."""
+"""Models: ``create_model(name, ...)`` through the ``MODELS`` registry; one module per family registers its builders.
+
+Every model is a ``Classifier`` with the taps ``F1``..``F7``, ``penultimate``, ``hint`` and ``cam``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kdclaims.models import cifar_resnet, resnet, small, timm_models, transformers, vgg  # noqa: F401  (registration)
+from kdclaims.models.base import Classifier, FeatureTaps
+from kdclaims.models.common import TAP_NAMES
+from kdclaims.models.weights import WeightsNotFound, load_weights, resolve_weights
+from kdclaims.registries import MODELS
+
+__all__ = [
+    "TAP_NAMES",
+    "Classifier",
+    "FeatureTaps",
+    "WeightsNotFound",
+    "create_model",
+    "load_weights",
+    "resolve_weights",
+]
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    **kw,
+) -> Classifier:
+    """Build the registered model ``name`` (random init; see ``load_weights`` for weights from disk).
+
+    ``mean``/``std`` (one value per input channel) default to ImageNet statistics for ImageNet architectures and
+    to 0.5 for the small nets; ``kw`` are the builder's own options (``width``, ``image_size``, ...).
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    return MODELS.get(name)(num_classes, in_chans, mean, std, **kw)
