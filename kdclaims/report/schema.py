@@ -1,0 +1,221 @@
+"""The ``report.json`` format, version 1, as pydantic models.
+
+A report is one pytest run: a header (command, machine, time) and one ``ReportItem`` per collected claim item.
+Every model forbids unknown keys except ``ReportItem.extras`` (free-form JSON for figures and notes).
+Numbers are ``None`` where nothing was measured (skipped and error items); NaN/inf are accepted on input and
+written as ``null`` by ``model_dump_json``. An item's top-level ``measured``/``ci_*``/``p_*``/``paper`` are those
+of its headline expectation (the one that decided its verdict).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Verdict = Literal["supported", "refuted", "inconclusive", "skipped", "error"]
+ExpectationVerdict = Literal["supported", "refuted", "inconclusive"]
+Outcome = Literal["passed", "failed", "skipped", "error"]
+Tier = Literal["smoke", "cpu", "gpu"]
+RecipeName = Literal["paper", "fast"]
+FigureKind = Literal["bars", "lines", "heatmaps", "groups", "none"]
+Number = float | None
+
+VERDICTS: tuple[str, ...] = ("supported", "refuted", "inconclusive", "skipped", "error")
+TIERS: tuple[str, ...] = ("smoke", "cpu", "gpu")
+REPORT_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Machine(_Strict):
+    """Where the run happened."""
+
+    python: str
+    torch: str
+    device: str = Field(description='"cpu" or the accelerator name, e.g. "NVIDIA H100 80GB HBM3"')
+
+
+class PaperRef(_Strict):
+    """Where the claim sits in the paper."""
+
+    section: str
+    figure: str | None = None
+    table: str | None = None
+
+
+class Setup(_Strict):
+    """The models, methods, data and seeds of one item."""
+
+    teacher: str | None = None
+    student: str | None = None
+    methods: list[str] = Field(default_factory=list)
+    data: str | None = None
+    seeds: list[int] = Field(default_factory=list)
+
+
+class Expectation(_Strict):
+    """One tested comparison of a claim and its statistics.
+
+    ``kind``: ``greater`` (measured > threshold), ``less`` (measured < threshold) or ``equivalent``
+    (|measured - threshold| < margin); ``measured`` is the statistic (e.g. a mean paired difference),
+    ``ci_low``/``ci_high`` its confidence interval, ``p_holm`` the Holm-adjusted p over the report's family.
+    """
+
+    label: str
+    metric: str
+    kind: Literal["greater", "less", "equivalent"]
+    threshold: Number = 0.0
+    margin: Number = None
+    measured: Number = None
+    ci_low: Number = None
+    ci_high: Number = None
+    p_value: Number = None
+    p_holm: Number = None
+    paper: Number = None
+    verdict: ExpectationVerdict
+    alpha: Number = None
+    n_images: int | None = None
+    n_seeds: int | None = None
+    method: str | None = Field(default=None, description='CI method, e.g. "percentile", "BCa", "wilson"')
+
+
+class ArmStat(_Strict):
+    """Mean of one metric for one arm, its CI, and the paper's value when the paper gives one."""
+
+    mean: Number = None
+    ci_low: Number = None
+    ci_high: Number = None
+    paper: Number = None
+
+
+class Figure(_Strict):
+    """What to draw for an item.
+
+    - ``bars``: one bar per arm for each metric in ``metrics`` (CI error bars, the paper's value beside ours).
+    - ``lines``: ``metrics[i]`` is the metric at ``x[i]``; one line per arm with a CI band.
+    - ``heatmaps``: one matrix per arm from ``extras["cka_matrix"][arm]``, shared colour scale 0..1.
+    - ``groups``: grouped bars, one group per metric, one colour per arm.
+    ``x`` may hold numbers or category labels; when given it has one entry per metric.
+    """
+
+    kind: FigureKind = "none"
+    metrics: list[str] = Field(default_factory=list)
+    x: list[float | str] | None = None
+    xlabel: str | None = None
+    ylabel: str | None = None
+
+    @model_validator(mode="after")
+    def _x_matches_metrics(self) -> Figure:
+        if self.x is not None and len(self.x) != len(self.metrics):
+            raise ValueError(f"x has {len(self.x)} entries but metrics has {len(self.metrics)}")
+        return self
+
+
+class ReportItem(_Strict):
+    """One claim item (a YAML claim at one tier, setting and recipe) and what came of it."""
+
+    nodeid: str
+    id: str
+    title: str = ""
+    setting: str | None = None
+    tier: Tier
+    recipe: RecipeName | None = None
+    outcome: Outcome
+    verdict: Verdict
+    message: str = ""
+    paper_ref: PaperRef | None = None
+    statement: str = ""
+    setup: Setup | None = None
+    statistic: str = ""
+    metric: str | None = None
+    measured: Number = None
+    ci_low: Number = None
+    ci_high: Number = None
+    p_value: Number = None
+    p_holm: Number = None
+    paper: Number = None
+    n_images: int | None = None
+    n_seeds: int | None = None
+    seconds: Number = None
+    expectations: list[Expectation] = Field(default_factory=list)
+    arms: dict[str, dict[str, ArmStat]] = Field(default_factory=dict)
+    figure: Figure = Field(default_factory=Figure)
+    extras: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``id[tier/setting/recipe]`` (absent parts left out), the item's short name in tables."""
+        inside = "/".join(p for p in (self.tier, self.setting, self.recipe) if p)
+        return f"{self.id}[{inside}]"
+
+    @property
+    def delta(self) -> float | None:
+        """measured - paper, when both are finite."""
+        if _finite(self.measured) and _finite(self.paper):
+            return float(self.measured) - float(self.paper)  # type: ignore[arg-type]
+        return None
+
+
+class Report(_Strict):
+    """A whole run: header plus items, in collection order."""
+
+    version: Literal[1] = REPORT_VERSION
+    kdclaims_version: str
+    created: str = Field(description="ISO-8601 time in UTC, e.g. 2025-01-31T12:00:00Z")
+    command: str
+    machine: Machine
+    items: list[ReportItem] = Field(default_factory=list)
+
+    @field_validator("created")
+    @classmethod
+    def _iso8601(cls, v: str) -> str:
+        try:
+            datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise ValueError(f"not an ISO-8601 time: {v!r}") from e
+        return v
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``counts[tier][verdict]`` for every tier and verdict (zeros included), plus a ``"total"`` row."""
+        table = {t: {v: 0 for v in VERDICTS} for t in (*TIERS, "total")}
+        for it in self.items:
+            table[it.tier][it.verdict] += 1
+            table["total"][it.verdict] += 1
+        return table
+
+    def slugs(self) -> list[str]:
+        """A unique, file- and anchor-safe name per item, in item order (from the nodeid's last part)."""
+        seen: dict[str, int] = {}
+        out = []
+        for it in self.items:
+            base = slugify(it.nodeid.rsplit("::", 1)[-1]) or "item"
+            n = seen.get(base, 0) + 1
+            seen[base] = n
+            out.append(base if n == 1 else f"{base}-{n}")
+        return out
+
+
+def slugify(text: str) -> str:
+    """Lower-case ``[a-z0-9-]`` form of ``text``: other runs of characters become one ``-``."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def as_report(report: Report | Mapping[str, Any]) -> Report:
+    """``report`` itself, or the decoded ``report.json`` dict validated into a ``Report``."""
+    return report if isinstance(report, Report) else Report.model_validate(report)
+
+
+def report_json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``report.json`` (for editors and other tools)."""
+    return Report.model_json_schema()
