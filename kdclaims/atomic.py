@@ -1,0 +1,71 @@
+"""Atomic file writes: write a temporary file beside the target, fsync it, ``os.replace`` it into place.
+
+A reader (another pytest worker, a resumed run) sees either the old file or the complete new one, never a
+partial write, and a crash mid-write leaves the old file untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save(obj, path)``, atomically. Returns the path."""
+    return _atomic_write(Path(path), lambda f: torch.save(obj, f), binary=True)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path``, atomically. Returns the path."""
+    return _atomic_write(Path(path), lambda f: f.write(text), binary=False, encoding=encoding)
+
+
+def _atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool, encoding: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _temp_beside(path) as tmp:
+        with open(tmp, "wb" if binary else "w", encoding=None if binary else encoding) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+@contextlib.contextmanager
+def _temp_beside(path: Path) -> Iterator[Path]:
+    """A fresh temporary file name in ``path``'s directory (same filesystem, so ``os.replace`` is atomic);
+    removed on error."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; checkpoints are read by other processes
+        yield tmp
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself (a directory entry); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = ("atomic_save", "atomic_write_text")
