@@ -57,8 +57,15 @@ class Bank:
             self._splits[k] = build_dataset(spec.name, which, root=self.ctx.data_root, seed=0, **spec.params)
         return self._splits[k]
 
+    def for_probe(self, probe) -> "Bank":
+        """A view of this bank whose ``eval_split`` follows another probe spec (``extra_probes``)."""
+        view = object.__new__(Bank)
+        view.__dict__.update(self.__dict__)
+        view._probe = probe
+        return view
+
     def eval_split(self, data: Any = None) -> Split:
-        probe = self.claim.probe
+        probe = getattr(self, "_probe", None) or self.claim.probe
         spec = DataSpec.model_validate(data) if data is not None else (probe.data or self.claim.setup.data)
         k = f"eval:{spec.model_dump_json()}:{probe.images}"
         if k not in self._splits:

@@ -75,7 +75,7 @@ def _needs(item) -> str:
     if c is None:
         return f"absent: {item.absent}"
     needs = []
-    if item.tier == "gpu":
+    if item.tier == "gpu" and c.needs is None or "cuda" in (c.needs or []):
         needs.append("CUDA")
     datas = {c.setup.data.name} | {t.data.name for t in c.setup.all_teachers().values() if t.data}
     if c.probe.data:
@@ -153,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads or 1)
     f = _find(args.claim, args.path)
     store = CheckpointStore(Path(args.kd_cache or Path(".kdclaims/cache")).expanduser())
-    device = torch.device(args.kd_device or ("cuda" if args.tier == "gpu" else "cpu"))
+    device = torch.device(args.kd_device or ("cuda" if args.tier == "gpu" and torch.cuda.is_available() else "cpu"))
     ctx = RunContext(store=store, tier=args.tier, data_root=_p(args.kd_data), weights_dir=_p(args.kd_weights),
                      device=device, progress=not args.quiet)
     entries, worst = [], 0

@@ -63,7 +63,7 @@ class KDState:
 
         from kdclaims.bank import RunContext
 
-        dev = self.device or ("cuda" if tier == "gpu" else "cpu")
+        dev = self.device or ("cuda" if tier == "gpu" and torch.cuda.is_available() else "cpu")
         return RunContext(store=self.store, tier=tier, data_root=self.data_root, weights_dir=self.weights_dir,
                           device=torch.device(dev), progress=self.progress, recipe_mode=self.recipe)
 

@@ -47,7 +47,8 @@ def missing_requirements(claim: Claim, ctx: RunContext) -> list[str]:
     out = []
     if ctx.device.type == "cuda" and not torch.cuda.is_available():
         out.append("CUDA: no CUDA device is available (run on a GPU machine, or pass --kd-device cpu to force the CPU)")
-    if claim.tier == "gpu" and ctx.device.type != "cuda" and "cuda" in (claim.needs or ["cuda"]):
+    needs = ["cuda"] if claim.needs is None and claim.tier == "gpu" else (claim.needs or [])
+    if "cuda" in needs and ctx.device.type != "cuda":
         out.append("CUDA: the gpu tier runs the paper's settings on a CUDA device (found none; --kd-device cuda)")
     from kdclaims.models.weights import resolve_weights
 
@@ -73,8 +74,18 @@ def probe_key(claim: Claim, bank: Bank) -> dict[str, Any]:
             st = os.stat(p)
             key = {**key, "size": st.st_size, "mtime": int(st.st_mtime)}
         models[t] = recipe_key(key)
-    return {"format": PROBE_FORMAT, "probe": claim.probe.model_dump(mode="json"), "setup_data": claim.setup.data.key(),
+    return {"format": PROBE_FORMAT, "probe": claim.probe.model_dump(mode="json"),
+            "extra_probes": [p.model_dump(mode="json") for p in claim.extra_probes], "setup_data": claim.setup.data.key(),
             "models": models, "tier": claim.tier}
+
+
+def merge_measurements(into: Measurements, other: Measurements, name: str) -> None:
+    """Add another probe's metrics (a metric measured twice is an error) and its extras under its name."""
+    for metric, arms in other.values.items():
+        if metric in into.values:
+            raise ValueError(f"extra probe {name} measures '{metric}' again; the main probe already did")
+        into.values[metric] = arms
+    into.extras[name] = other.extras
 
 
 def run_claim(claim: Claim, ctx: RunContext, *, use_probe_cache: bool = True) -> ItemResult:
@@ -94,6 +105,8 @@ def run_claim(claim: Claim, ctx: RunContext, *, use_probe_cache: bool = True) ->
     if m is None:
         try:
             m = probe(bank, dict(claim.probe.params))
+            for spec in claim.extra_probes:
+                merge_measurements(m, PROBES.get(spec.name)(bank.for_probe(spec), dict(spec.params)), spec.name)
         except FileNotFoundError as e:  # data or weights the machine lacks (DataNotFound, WeightsNotFound)
             raise Missing(str(e)) from e
         ctx.store.save_measurements(key, m)

@@ -133,7 +133,7 @@ class _Locator:
             p = pre + tuple(path)
             while len(p) > len(pre):
                 p = p[:-1]
-                if main.exact_line(p) is not None and (len(p) > len(pre) or pre):
+                if main.exact_line(p) is not None and len(p) > len(pre):
                     return main.file, main.exact_line(p)
         return main.file, main.line_of(tuple(path))
 
@@ -172,6 +172,8 @@ def _registry_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
     for i, m in enumerate(claim.setup.methods):
         checks.append((("setup", "methods", i, "method"), m.method, METHODS))
     checks.append((("probe", "name"), claim.probe.name, PROBES))
+    for i, extra in enumerate(claim.extra_probes):
+        checks.append((("extra_probes", i, "name"), extra.name, PROBES))
     if claim.probe.data is not None:
         checks.append((("probe", "data", "name"), claim.probe.data.name, DATASETS))
     out = []

@@ -192,7 +192,7 @@ class Significance(Strict):
 class FigureSpec(Strict):
     kind: Literal["bars", "lines", "heatmaps", "groups", "none"] = "bars"
     metrics: list[str] = Field(default_factory=list)
-    x: list[float] | None = None
+    x: list[float | str] | None = None
     xlabel: str | None = None
     ylabel: str | None = None
 
@@ -207,6 +207,7 @@ class Claim(Strict):
     statement: str = Field(min_length=10)
     setup: Setup
     probe: ProbeSpec
+    extra_probes: list[ProbeSpec] = Field(default_factory=list)  # more measurements on the same models
     expect: list[Expect] = Field(min_length=1)
     reference: dict[str, Any] = Field(default_factory=dict)
     significance: Significance = Field(default_factory=Significance)
@@ -215,7 +216,7 @@ class Claim(Strict):
     notes: dict[str, str] = Field(default_factory=dict)  # design choices with one-line reasons (eps, layer, ...)
     tier: Tier = "smoke"
     setting: str | None = None
-    needs: list[str] = Field(default_factory=list)  # what the tier needs, e.g. "cuda", "data:imagenet"
+    needs: list[Literal["cuda"]] | None = None  # gpu tier: ["cuda"] unless a claim says [] (e.g. MNIST runs anywhere)
 
     @model_validator(mode="after")
     def _expect_names(self) -> "Claim":
