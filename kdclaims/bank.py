@@ -143,7 +143,9 @@ class Bank:
         m = self._methods[arm]
         builder = METHODS.get(m.method)
         recipe = self.claim.setup.recipe
-        if m.recipe:
+        if self.ctx.recipe_mode == "fast" and self.claim.fast is not None:
+            recipe = Recipe.model_validate({**recipe.model_dump(), **self.claim.fast.recipe})
+        elif m.recipe:
             recipe = Recipe.model_validate({**recipe.model_dump(), **m.recipe})
         return m, builder, self.claim.setup.data, recipe
 

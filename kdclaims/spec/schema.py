@@ -197,6 +197,14 @@ class FigureSpec(Strict):
     ylabel: str | None = None
 
 
+class FastSpec(Strict):
+    """A shorter recipe for ``--kd-recipe fast`` (gpu tier): partial overrides of the student recipe, applied to
+    every arm in place of the arms' own recipe changes."""
+
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    why: str | None = None
+
+
 class Claim(Strict):
     """One claim, resolved for one tier (and setting)."""
 
@@ -214,6 +222,7 @@ class Claim(Strict):
     report: FigureSpec = Field(default_factory=FigureSpec)
     tags: list[str] = Field(default_factory=list)
     notes: dict[str, str] = Field(default_factory=dict)  # design choices with one-line reasons (eps, layer, ...)
+    fast: FastSpec | None = None
     tier: Tier = "smoke"
     setting: str | None = None
     needs: list[Literal["cuda"]] | None = None  # gpu tier: ["cuda"] unless a claim says [] (e.g. MNIST runs anywhere)
