@@ -220,7 +220,11 @@ class ClaimTestItem(pytest.Item):
 
         if isinstance(excinfo.value, Missing):
             return f"{self.name}: smoke fixture missing: {excinfo.value}"
-        return super().repr_failure(excinfo, style=style)
+        if isinstance(excinfo.value, (pytest.fail.Exception, pytest.skip.Exception)):
+            return super().repr_failure(excinfo, style=style)
+        # the last frames inside kdclaims (and below), not pytest's own machinery
+        tb = traceback.format_exception(excinfo.value, limit=-10)
+        return f"{self.name}: {type(excinfo.value).__name__} while running the claim\n" + "".join(tb)
 
 
 class _threads:

@@ -72,15 +72,21 @@ def build_at(
     p: float = 2.0,
     layers: Sequence[str] | None = None,
 ) -> AT:
-    """Defaults: beta = 1000 and p = 2 (the AT paper, RepDistiller); taps F2..F5 where both models have them."""
+    """Defaults: beta = 1000 and p = 2 (the AT paper, RepDistiller); the taps among F2..F5 that are spatial maps
+    in both models."""
     m = "at"
     assert teacher is not None
     if isinstance(layers, str):
         layers = [layers]
-    names = list(layers) if layers is not None else default_taps(student, teacher, DEFAULT_TAPS)
+    shape = sample_shape(train_split)
+    if layers is not None:
+        names = list(layers)
+    else:  # the default taps that are spatial maps in both models (small nets end F2..F5 with vectors)
+        names = default_taps(student, teacher, DEFAULT_TAPS)
+        s_shapes, t_shapes = infer_shapes(student, names, shape), infer_shapes(teacher, names, shape)
+        names = [n for n in names if len(s_shapes[n]) == 3 and len(t_shapes[n]) == 3]
     if not names:
         raise ValueError(f"method 'at': no taps to use; pass layers=[...] (student taps: {sorted(student.taps)})")
-    shape = sample_shape(train_split)
     for model, who in ((student, "student"), (teacher, "teacher")):
         for n, s in infer_shapes(model, names, shape).items():
             if len(s) != 3:
