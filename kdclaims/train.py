@@ -258,6 +258,12 @@ def _check_teacher_excluded(distiller: Distiller, params: list[nn.Parameter]) ->
             raise RuntimeError(f"{len(shared)} teacher parameter(s) among the trainable parameters")
 
 
+def _data_device(split) -> torch.device:
+    """Where a split's images live: tensors may sit on the GPU; a folder-backed split loads to the CPU."""
+    x = split.__dict__.get("x") if hasattr(split, "__dict__") else None
+    return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+
+
 def train(
     distiller: Distiller,
     split: Split,
@@ -332,7 +338,7 @@ def train(
             meter = _Meter(device)
             tic = time.perf_counter()
             batches = split.batches(
-                recipe.batch_size, shuffle=True, generator=order, drop_last=drop_last, device=split.x.device
+                recipe.batch_size, shuffle=True, generator=order, drop_last=drop_last, device=_data_device(split)
             )
             for batch in itertools.islice(batches, steps_per_epoch):
                 x, y, index = (t.to(device, non_blocking=True) for t in _shard(batch, rank, world))
@@ -469,7 +475,7 @@ def predict(
         with torch.inference_mode():
             preds = [
                 model(b.x.to(device, non_blocking=True)).argmax(1).cpu()
-                for b in split.batches(batch_size, device=split.x.device)
+                for b in split.batches(batch_size, device=_data_device(split))
             ]
     finally:
         for m, mode in modes.items():

@@ -135,7 +135,7 @@ def infer_shapes(model: Classifier, names: Sequence[str], sample_shape: Sequence
 
 def sample_shape(train_split: Any) -> tuple[int, ...]:
     """(C, H, W) of the split's images."""
-    return tuple(int(s) for s in train_split.x.shape[1:])
+    return (train_split.channels, train_split.image_size, train_split.image_size)
 
 
 def flat(f: Tensor) -> Tensor:
