@@ -11,6 +11,7 @@ Layout under ``root``::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -29,6 +30,8 @@ from kdclaims.atomic import atomic_save, atomic_write_text
 
 FORMAT_VERSION = 1
 log = logging.getLogger("kdclaims.store")
+# write errors (a training run only writes to the cache): reported as StoreError wherever they come from
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
 class StoreError(RuntimeError):
@@ -88,6 +91,8 @@ class CheckpointStore:
             manifest = json.loads((d / "manifest.json").read_text())
         except (OSError, ValueError) as e:
             raise CorruptCheckpoint(f"checkpoint {d}: unreadable manifest ({e})") from e
+        if not isinstance(manifest, dict):
+            raise CorruptCheckpoint(f"checkpoint {d}: manifest is not a JSON object")
         model = d / "model.pt"
         if not model.is_file():
             raise CorruptCheckpoint(f"checkpoint {d}: model.pt is missing")
@@ -98,16 +103,30 @@ class CheckpointStore:
                 f"({str(manifest.get('sha256'))[:12]}…); the file was changed or damaged"
             )
         try:
-            return torch.load(model, map_location="cpu", weights_only=True)
+            state = torch.load(model, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure is corruption here
             raise CorruptCheckpoint(f"checkpoint {model}: cannot be loaded ({e})") from e
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CorruptCheckpoint(f"checkpoint {model}: not a state dict (a mapping from names to tensors)")
+        return state
 
     def manifest(self, key: str) -> dict[str, Any]:
         return json.loads((self.entry(key) / "manifest.json").read_text())
 
+    def _cache_error(self, e: OSError) -> bool:
+        """A disk-full/read-only error, or any error on a path inside the cache."""
+        if e.errno in _WRITE_ERRNOS:
+            return True
+        root = os.path.abspath(self.root)
+        names = [f for f in (e.filename, e.filename2) if isinstance(f, (str, os.PathLike))]
+        return any(os.path.abspath(f).startswith(root + os.sep) for f in names)
+
     def _quarantine(self, key: str) -> None:
         d = self.entry(key)
-        target = d.with_name(f"{d.name}.corrupt-{int(time.time())}")
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        n = 0
+        while (target := d.with_name(f"{d.name}.corrupt-{stamp}-{os.getpid()}-{n}")).exists():
+            n += 1  # several entries quarantined within one second
         os.replace(d, target)
         log.warning("moved corrupt checkpoint %s aside to %s; it will be retrained", d, target)
 
@@ -125,37 +144,45 @@ class CheckpointStore:
         """
         key = recipe_key(recipe)
         name = label or key[:12]
-        for attempt in (0, 1):
-            if self.is_complete(key):
-                try:
-                    state = self.load(key)
-                    self.hits += 1
-                    log.info("cache hit: %s (%s)", name, key[:12])
-                    return state, True
-                except CorruptCheckpoint:
-                    if on_corrupt == "refuse":
-                        raise
-                    with self._lock(key):
-                        if self.is_complete(key):
-                            try:
-                                self.load(key)
-                            except CorruptCheckpoint:
-                                self._quarantine(key)
-                    continue
-            try:
+        try:
+            for attempt in (0, 1):
+                if self.is_complete(key):
+                    try:
+                        state = self.load(key)
+                        self.hits += 1
+                        log.info("cache hit: %s (%s)", name, key[:12])
+                        return state, True
+                    except CorruptCheckpoint:
+                        if on_corrupt == "refuse":
+                            raise
+                        with self._lock(key):
+                            if self.is_complete(key):
+                                try:
+                                    self.load(key)
+                                except CorruptCheckpoint:
+                                    self._quarantine(key)
+                        continue
                 with self._lock(key):
                     if self.is_complete(key):
                         continue  # another process finished it while we waited
                     log.info("training: %s (%s)", name, key[:12])
                     d = self.entry(key)
-                    d.mkdir(parents=True, exist_ok=True)
                     t0 = time.time()
-                    state = train_fn(d / "work")
+                    try:
+                        d.mkdir(parents=True, exist_ok=True)
+                        state = train_fn(d / "work")
+                    except OSError as e:
+                        if not self._cache_error(e):
+                            raise  # e.g. teacher weights or data the run reads: not the cache's problem
+                        raise StoreError(
+                            f"training {name} could not write to the checkpoint cache ({d}): {e.strerror or e}; "
+                            f"free space or choose another --kd-cache DIR"
+                        ) from e
                     self._commit(key, recipe, state, time.time() - t0)
                     self.trained += 1
                     return state, False
-            except Timeout as e:
-                raise StoreError(f"waited {self.lock_timeout:.0f}s for another process to train {name}") from e
+        except Timeout as e:
+            raise StoreError(f"waited {self.lock_timeout:.0f}s for another process to train {name}") from e
         raise StoreError(f"checkpoint {name} could not be produced")
 
     def _commit(self, key: str, recipe: dict[str, Any], state: dict[str, torch.Tensor], seconds: float) -> None:
@@ -198,22 +225,29 @@ class CheckpointStore:
                 for i, (metric, arm) in enumerate(info["index"]):
                     values.setdefault(metric, {})[arm] = z[f"a{i}"]
             return Measurements(values=values, extras=info["extras"])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError, IndexError):  # missing, damaged or tampered: recompute
             return None
 
     def save_measurements(self, key: str, m) -> None:
         base = self.measurements_path(key)
-        base.parent.mkdir(parents=True, exist_ok=True)
         index, arrays = [], {}
         for metric, arms in m.values.items():
             for arm, arr in arms.items():
                 arrays[f"a{len(index)}"] = arr
                 index.append([metric, arm])
         tmp = base.with_name(base.name + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, base.with_suffix(".npz"))
-        info = {"index": index, "extras": m.extras, "sha256": file_sha256(base.with_suffix(".npz"))}
-        atomic_write_text(base.with_suffix(".json"), json.dumps(info, default=_json_default))
+        try:
+            base.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, **arrays)
+            os.replace(tmp, base.with_suffix(".npz"))
+            info = {"index": index, "extras": m.extras, "sha256": file_sha256(base.with_suffix(".npz"))}
+            atomic_write_text(base.with_suffix(".json"), json.dumps(info, default=_json_default))
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(
+                f"cannot write probe measurements to {base.parent}: {e.strerror or e}; "
+                f"free space or choose another --kd-cache DIR"
+            ) from e
 
 
 def _json_default(o: Any) -> Any:

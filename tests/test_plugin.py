@@ -45,7 +45,7 @@ def test_broken_files_are_collection_errors_and_the_good_claim_runs(pytester: py
     result = pytester.runpytest(*_args(pytester, "-m", "smoke", "--continue-on-collection-errors"))
     result.assert_outcomes(passed=1, errors=len(BROKEN))
     out = result.stdout.str()
-    assert "claims/bad_syntax.yaml:3: YAML syntax error" in out
+    assert "claims/bad_syntax.yaml:2: YAML syntax error" in out
     assert "claims/bad_compare.yaml:" in out and "expect[0].compare: unknown comparison" in out
     assert "setup.student.arch: unknown model 'nonet'" in out
     assert "setup.seedz: unknown key" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -117,16 +118,26 @@ class _Locator:
     def __init__(self, sources: list[Source], tier: str, setting: str | None):
         self.sources, self.tier, self.setting = sources, tier, setting
 
-    def locate(self, path: tuple) -> tuple[Path, int | None]:
+    def _prefixes(self) -> list[tuple]:
         prefixes: list[tuple] = []
         if self.setting:
             prefixes += [("tiers", self.tier, "settings", self.setting), ("settings", self.setting)]
-        prefixes += [("tiers", self.tier), ()]
+        return prefixes + [("tiers", self.tier), ()]
+
+    def exact(self, path: tuple) -> tuple[Path, int] | None:
+        """The file and line where ``path`` itself is written (tier/setting blocks first), if anywhere."""
         for src in self.sources:
-            for pre in prefixes:
+            for pre in self._prefixes():
                 line = src.exact_line(pre + tuple(path))
                 if line is not None:
                     return src.file, line
+        return None
+
+    def locate(self, path: tuple) -> tuple[Path, int | None]:
+        prefixes = self._prefixes()
+        found = self.exact(path)
+        if found is not None:
+            return found
         # nearest ancestor in the main file, preferring the tier block
         main = self.sources[0]
         for pre in prefixes:
@@ -181,6 +192,55 @@ def _registry_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
         if name not in reg:
             file, line = loc.locate(path)
             out.append(SpecError(file, line, dotted(path), f"unknown {reg.kind} '{name}'; known: {', '.join(reg.names())}"))
+    return out + _param_errors(claim, loc) + _weights_errors(claim, loc)
+
+
+def _unknown_params(loc: _Locator, base: tuple, given: dict, accepted: list[str], what: str) -> list[SpecError]:
+    """One error per parameter a builder does not accept, at its own line (written folded or under params:)."""
+    out = []
+    for k in sorted(set(given) - set(accepted), key=str):
+        folded, nested = base + (k,), base + ("params", k)
+        path = nested if loc.exact(nested) and not loc.exact(folded) else folded
+        file, line = loc.locate(path)
+        out.append(SpecError(file, line, dotted(path), f"unknown parameter of {what}; accepted: {', '.join(accepted) or 'none'}"))
+    return out
+
+
+def _param_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
+    """Dataset and method parameters the registered builders do not take (a typo, or a path such as ``root:``)."""
+    from kdclaims.data import dataset_params
+    from kdclaims.registries import DATASETS, METHODS
+
+    datas: list[tuple[tuple, Any]] = [(("setup", "data"), claim.setup.data)]
+    for name, t in claim.setup.all_teachers().items():
+        datas.append(((("setup", "teacher") if name == "teacher" else ("setup", "teachers", name)) + ("data",), t.data))
+    datas.append((("probe", "data"), claim.probe.data))
+    datas += [(("extra_probes", i, "data"), p.data) for i, p in enumerate(claim.extra_probes)]
+    out = []
+    for base, spec in datas:
+        if spec is not None and spec.name in DATASETS:
+            out += _unknown_params(loc, base, spec.params, dataset_params(spec.name), f"dataset '{spec.name}'")
+    for i, m in enumerate(claim.setup.methods):
+        accepted = getattr(METHODS.get(m.method), "accepted_params", None) if m.method in METHODS else None
+        if accepted is not None:
+            out += _unknown_params(loc, ("setup", "methods", i, "params"), m.params, list(accepted), f"method '{m.method}'")
+    return out
+
+
+def _weights_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
+    """A relative weights path may not leave the ``--kd-weights`` folder through ``..`` (as in
+    ``kdclaims.models.weights.resolve_weights``, which refuses it at run time)."""
+    out = []
+    for name, t in claim.setup.all_teachers().items():
+        ref = t.weights
+        if not ref or ref.startswith("torchvision/"):
+            continue
+        raw = ref[len("file:"):] if ref.startswith("file:") else ref
+        normal = os.path.normpath(raw)
+        if not os.path.isabs(os.path.expanduser(raw)) and (normal == ".." or normal.startswith(".." + os.sep)):
+            path = (("setup", "teacher") if name == "teacher" else ("setup", "teachers", name)) + ("weights",)
+            file, line = loc.locate(path)
+            out.append(SpecError(file, line, dotted(path), f"weights path '{raw}' leaves the --kd-weights folder"))
     return out
 
 
@@ -210,6 +270,10 @@ def _tier_docs(doc: dict, sources: list[Source]) -> Iterator[tuple[str, str | No
         if not isinstance(settings, dict) or not settings:
             raise SpecError(sources[0].file, sources[0].line_of(("settings",)), "settings", "must be a non-empty mapping name -> overrides")
         for name, s_over in settings.items():
+            if s_over is not None and not isinstance(s_over, dict):
+                main = sources[0]
+                line = main.exact_line(("tiers", tier, "settings", name)) or main.line_of(("settings", name))
+                raise SpecError(main.file, line, f"settings.{name}", "must be a mapping of overrides (or empty)")
             yield tier, str(name), deep_merge(resolved, s_over or {}), None
 
 

@@ -54,39 +54,69 @@ class Source:
 
 
 _SAFE_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap"}
+# libyaml's parser when PyYAML was built with it (about 10x faster): the same nodes and marks, other wordings
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_DEPTH = 64  # nesting of mappings/sequences; deeper input overflows the recursive composer
+MAX_VALUES = 100_000  # values after expanding aliases: stops "billion laughs" documents
 
 
-def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _SAFE_COLLECTION_TAGS:
-        raise SpecError("", node.start_mark.line + 1, _dotted(path), f"tag {node.tag} is not allowed (safe YAML only)")
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise SpecError("", key_node.start_mark.line + 1, _dotted(path), "keys must be plain scalars")
-            key = _scalar(key_node)
-            if key == "<<":
-                raise SpecError("", key_node.start_mark.line + 1, _dotted(path), "YAML merge keys are not supported; use include:")
-            if key in out:
-                raise SpecError("", key_node.start_mark.line + 1, _dotted(path + (key,)), "duplicate key")
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _walk(value_node, path + (key,), lines)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(child, path + (i,), lines) for i, child in enumerate(node.value)]
+class _Walk:
+    """State of one document walk: one safe constructor for its scalars, a value budget, the open nodes."""
+
+    def __init__(self) -> None:
+        self.constructor = yaml.constructor.SafeConstructor()
+        self.values = 0
+        self.open: set[int] = set()
+
+
+def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], state: _Walk) -> Any:
+    line = node.start_mark.line + 1
+    lines.setdefault(path, line)
+    state.values += 1
+    if state.values > MAX_VALUES:
+        raise SpecError("", line, _dotted(path), f"more than {MAX_VALUES} values after expanding aliases")
+    if len(path) > MAX_DEPTH:
+        raise SpecError("", line, _dotted(path), f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if node.tag not in _SAFE_COLLECTION_TAGS:
+            raise SpecError("", line, _dotted(path), f"tag {node.tag} is not allowed (safe YAML only)")
+        if id(node) in state.open:
+            raise SpecError("", line, _dotted(path), "an alias refers to a node that contains it (recursive alias)")
+        state.open.add(id(node))
+        try:
+            return _walk_collection(node, path, lines, state)
+        finally:
+            state.open.discard(id(node))
     try:
-        return _scalar(node)
+        return _scalar(node, state)
     except yaml.constructor.ConstructorError as e:
-        raise SpecError("", node.start_mark.line + 1, _dotted(path), f"not allowed: {e.problem}") from None
+        raise SpecError("", line, _dotted(path), f"not allowed: {e.problem}") from None
 
 
-def _scalar(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
+def _walk_collection(node: yaml.Node, path: Path_, lines: dict[Path_, int], state: _Walk) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(child, path + (i,), lines, state) for i, child in enumerate(node.value)]
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise SpecError("", key_node.start_mark.line + 1, _dotted(path), "keys must be plain scalars")
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            raise SpecError("", key_node.start_mark.line + 1, _dotted(path), "YAML merge keys are not supported; use include:")
+        try:
+            key = _scalar(key_node, state)
+        except yaml.constructor.ConstructorError as e:
+            raise SpecError("", key_node.start_mark.line + 1, _dotted(path), f"not allowed: {e.problem}") from None
+        if key == "<<":
+            raise SpecError("", key_node.start_mark.line + 1, _dotted(path), "YAML merge keys are not supported; use include:")
+        if key in out:
+            raise SpecError("", key_node.start_mark.line + 1, _dotted(path + (key,)), "duplicate key")
+        lines[path + (key,)] = key_node.start_mark.line + 1
+        out[key] = _walk(value_node, path + (key,), lines, state)
+    return out
+
+
+def _scalar(node: yaml.Node, state: _Walk) -> Any:
+    return state.constructor.construct_object(node, deep=True)
 
 
 def _dotted(path: Path_) -> str:
@@ -104,33 +134,71 @@ def dotted(path: Path_) -> str:
 def load_source(file: Path | str, text: str | None = None) -> Source:
     """Parse one YAML file with SafeLoader rules (no Python tags), recording key lines.
 
-    Raises ``SpecError`` with the line of a syntax error, a disallowed tag, or a duplicate key.
+    Raises ``SpecError`` with the line of a syntax error, a disallowed tag, a duplicate key, nesting deeper
+    than ``MAX_DEPTH``, a recursive alias or more than ``MAX_VALUES`` values after expanding aliases; the line
+    is always one that exists in the file (an error at the end of the file points at the construct left open).
     """
     file = Path(file)
     if text is None:
         try:
-            text = file.read_text(encoding="utf-8")
+            raw = file.read_bytes()
         except OSError as e:
             raise SpecError(file, None, "", f"cannot read: {e.strerror or e}") from e
+        try:
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise SpecError(file, None, "", f"not UTF-8 text: {e.reason}") from e
+            raise SpecError(file, raw.count(b"\n", 0, e.start) + 1, "", f"not UTF-8 text: {e.reason}") from None
+    last = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_depth(text, file, last)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else None
-        raise SpecError(file, line, "", f"YAML syntax error: {e.problem or e.context}") from e
+        line = _mark_line(e, last)
+        raise SpecError(file, line, "", f"YAML syntax error: {_syntax_message(e, line)}") from None
+    except yaml.reader.ReaderError as e:
+        before = text.encode("utf-8")[: e.position] if _LOADER is not yaml.SafeLoader else text[: e.position]
+        line = min(before.count(b"\n" if isinstance(before, bytes) else "\n") + 1, last)
+        raise SpecError(file, line, "", f"YAML error: {e.reason} ({_char(e.character)})") from None
     except yaml.YAMLError as e:
-        raise SpecError(file, None, "", f"YAML error: {e}") from e
+        raise SpecError(file, 1, "", f"YAML error: {e}") from None
     if node is None:
         return Source(file, None, {(): 1})
     lines: dict[Path_, int] = {}
     try:
-        data = _walk(node, (), lines)
+        data = _walk(node, (), lines, _Walk())
     except SpecError as e:
-        e.file = str(file)
-        raise SpecError(file, e.line, e.field, e.message) from None
-    except yaml.constructor.ConstructorError as e:
-        mark = e.problem_mark
-        raise SpecError(file, mark.line + 1 if mark else None, "", f"not allowed: {e.problem}") from e
+        raise SpecError(file, min(e.line or 1, last), e.field, e.message) from None
     return Source(file, data, lines)
+
+
+def _check_depth(text: str, file: Path, last: int) -> None:
+    """Reject nesting deeper than ``MAX_DEPTH`` from the (iterative) event stream, before composing."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = min(event.start_mark.line + 1, last)
+                raise SpecError(file, line, "", f"YAML nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _mark_line(e: yaml.MarkedYAMLError, last: int) -> int:
+    """The problem's line; when that is past the last line (end of file), the line of the open construct."""
+    line = e.problem_mark.line + 1 if e.problem_mark else None
+    if (line is None or line > last) and e.context_mark is not None:
+        line = e.context_mark.line + 1
+    return min(max(line or 1, 1), last)
+
+
+def _syntax_message(e: yaml.MarkedYAMLError, line: int) -> str:
+    """The problem, plus where the construct it belongs to started when that is not the reported ``line``."""
+    msg = e.problem or e.context or "invalid YAML"
+    if e.problem and e.context and e.context_mark and e.context_mark.line + 1 != line:
+        msg += f" ({e.context} started at line {e.context_mark.line + 1})"
+    return msg
+
+
+def _char(c: Any) -> str:
+    return f"character #x{c:04x}" if isinstance(c, int) else f"character {c!r}"
