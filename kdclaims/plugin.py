@@ -95,6 +95,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "claim(id): a claim item of kdclaims")
     config.addinivalue_line("markers", "xdist_group(name): run items of one group on one xdist worker")
     config.stash[STATE] = KDState(config)
+    if not _is_xdist_worker(config):
+        config.pluginmanager.register(ReportCollector(config), f"kdclaims-report-{id(config)}")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
@@ -279,25 +281,25 @@ def format_outcome(result) -> str:
 
 
 # -- the report (controller process only) --------------------------------------------------------------
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    props = dict((k, v) for k, v in getattr(report, "user_properties", []) if k == REPORT_PROP)
-    if not props:
-        return
-    config = _CONFIG.get("config")
-    if config is None or os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    state: KDState = config.stash[STATE]
-    entry = json.loads(props[REPORT_PROP])
-    state.items[entry["nodeid"]] = entry
-    _write_report(state, final=False)
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
-_CONFIG: dict[str, pytest.Config] = {}
+class ReportCollector:
+    """Registered per config: gathers each item's report entry (also from xdist workers) and rewrites
+    report.json atomically after every item, so a crash or a kill loses nothing already measured."""
 
+    def __init__(self, config: pytest.Config):
+        self.config = config
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _CONFIG["config"] = session.config
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict((k, v) for k, v in getattr(report, "user_properties", []) if k == REPORT_PROP)
+        if not props:
+            return
+        state: KDState = self.config.stash[STATE]
+        entry = json.loads(props[REPORT_PROP])
+        state.items[entry["nodeid"]] = entry
+        _write_report(state, final=False)
 
 
 def _write_report(state: KDState, final: bool) -> dict[str, Any] | None:
@@ -314,7 +316,7 @@ def _write_report(state: KDState, final: bool) -> dict[str, Any] | None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if _is_xdist_worker(session.config):
         return
     state = session.config.stash.get(STATE, None)
     if state is not None:

@@ -50,12 +50,13 @@ _REPORT = {}
 
 def pytest_configure(config):
     _REPORT["path"] = Path(config.getoption("kd_report")) / "report.json"
+    _REPORT["worker"] = hasattr(config, "workerinput")  # not the env var: an outer xdist run sets it too
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logreport(report):
     path = _REPORT["path"]
-    if report.when != "call" or not path.exists() or os.environ.get("PYTEST_XDIST_WORKER"):
+    if report.when != "call" or not path.exists() or _REPORT["worker"]:
         return
     try:
         ids = [i["nodeid"] for i in json.loads(path.read_text())["items"]]
