@@ -186,15 +186,36 @@ def _p(v: str | None) -> Path | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from kdclaims.report.collect import build_report, write_report
     from kdclaims.report.render import render_all
 
-    src = Path(args.source)
-    path = src / "report.json" if src.is_dir() else src
-    if not path.is_file():
-        print(f"kdclaims: no report.json at {path}", file=sys.stderr)
+    paths = []
+    for source in args.source:
+        src = Path(source)
+        path = src / "report.json" if src.is_dir() else src
+        if not path.is_file():
+            print(f"kdclaims: no report.json at {path}", file=sys.stderr)
+            return 2
+        paths.append(path)
+    if len(paths) == 1 and not args.tier:
+        out = Path(args.out) if args.out else paths[0].parent
+        for p in render_all(paths[0], out):
+            print(p)
+        return 0
+    # several runs (or a tier filter): merge their items (a later file wins for the same node id), Holm again
+    if not args.out:
+        print("kdclaims: merging reports needs --out DIR", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else path.parent
-    for p in render_all(path, out):
+    items: dict[str, dict] = {}
+    commands = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        commands.append(data.get("command", ""))
+        for it in data.get("items", []):
+            if not args.tier or it.get("tier") in args.tier:
+                items[it["nodeid"]] = it
+    report = build_report(list(items.values()), command=" + ".join(c for c in commands if c))
+    for p in write_report(report, Path(args.out)):
         print(p)
     return 0
 
@@ -237,9 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 at the smoke tier)")
     s.set_defaults(fn=cmd_run)
 
-    s = sub.add_parser("report", help="re-render report.md/report.html from a report.json without re-running")
-    s.add_argument("source", help="a report.json or the folder holding it")
-    s.add_argument("--out", help="output folder (default: beside report.json)")
+    s = sub.add_parser("report", help="re-render report.md/report.html from report.json without re-running; "
+                                      "several reports (or --tier) are merged into one")
+    s.add_argument("source", nargs="+", help="report.json files or the folders holding them")
+    s.add_argument("--out", help="output folder (default: beside report.json; required when merging)")
+    s.add_argument("--tier", nargs="+", choices=("smoke", "cpu", "gpu"), help="keep only these tiers")
     s.set_defaults(fn=cmd_report)
     return p
 
