@@ -16,22 +16,27 @@ from torch import Tensor
 from kdclaims.data.base import Split
 from kdclaims.models.base import Classifier
 from kdclaims.probes.base import Measurements, ModelBank
-from kdclaims.probes.common import batch_size, check_params
+from kdclaims.probes.common import batch_size, check_params, with_smaller_batches
 from kdclaims.registries import PROBES
 
 PROBE = "accuracy"
 
 
-def predict_logits(model: Classifier, split: Split, batch: int, device: torch.device) -> Tensor:
+def predict_logits(model: Classifier, split: Split, batch: int, device: torch.device, probe: str = PROBE) -> Tensor:
     """Logits of ``model`` on every image of ``split`` in split order: float32 (N, K) on the CPU.
 
-    Runs under ``torch.inference_mode()``; the model is expected in eval mode on ``device``.
+    Runs under ``torch.inference_mode()``; the model is expected in eval mode on ``device``. After a CUDA OOM the
+    split is streamed again in smaller batches (``with_smaller_batches``).
     """
-    out = []
-    with torch.inference_mode():
-        for b in split.batches(batch, device=device):
-            out.append(model(b.x).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
+
+    def run(size: int) -> Tensor:
+        out = []
+        with torch.inference_mode():
+            for b in split.batches(size, device=device):
+                out.append(model(b.x).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, 0)
+
+    return with_smaller_batches(run, batch, device, probe)
 
 
 def collect(bank: ModelBank, fn: Callable[[Classifier], dict[str, np.ndarray]]) -> Measurements:

@@ -23,7 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdclaims.probes.base import ModelBank, Measurements
-from kdclaims.probes.common import as_float_list, batch_size, check_params, fmt, require_teacher, students
+from kdclaims.probes.common import (
+    as_float_list,
+    batch_size,
+    check_params,
+    fmt,
+    over_slices,
+    require_teacher,
+    students,
+)
 from kdclaims.registries import PROBES
 
 PROBE = "adversarial_transfer"
@@ -87,8 +95,7 @@ def adversarial_transfer(bank: ModelBank, params: dict[str, Any]) -> Measurement
     adv_stu = {r: {arm: torch.empty(n_seeds, n, dtype=torch.long) for arm in bank.arms} for r in radii}
     adv_oth = {r: {t: torch.empty(n, dtype=torch.long) for t, _ in others} for r in radii}
 
-    for start in range(0, n, bs):
-        sl = slice(start, min(start + bs, n))
+    def attack(sl: slice) -> None:
         x, y = split.x[sl].to(device), split.y[sl].to(device)
         with torch.inference_mode():
             clean_src[sl] = source(x).argmax(1).cpu()
@@ -104,6 +111,8 @@ def adversarial_transfer(bank: ModelBank, params: dict[str, Any]) -> Measurement
                     adv_stu[r][arm][row, sl] = model(xa).argmax(1).cpu()
                 for t, model in others:
                     adv_oth[r][t][sl] = model(xa).argmax(1).cpu()
+
+    used = over_slices(n, bs, attack, device, PROBE)
 
     out = Measurements()
     fooling = {r: (adv_src[r] != clean_src).numpy() for r in radii}
@@ -133,6 +142,8 @@ def adversarial_transfer(bank: ModelBank, params: dict[str, Any]) -> Measurement
         n_fooling=counts[eps],
         notes=notes,
     )
+    if used != bs:
+        out.extras["batch_size_after_oom"] = used
     if sweep:
         out.extras["eps_sweep"] = {
             "eps": sweep,

@@ -91,9 +91,9 @@ def agreement(bank: ModelBank, params: dict[str, Any]) -> Measurements:
             sl = slice(start, min(start + PAIR_CHUNK, n))
             x1, x2 = make_pair(split.x[sl].to(bank.device), v, gen)
             for arm, row, _seed, model in models:
-                stu[arm][row, sl] = (predict(model, x1, bs) == predict(model, x2, bs)).numpy()
+                stu[arm][row, sl] = (predict(model, x1, bs, PROBE) == predict(model, x2, bs, PROBE)).numpy()
             for t, model in teachers:
-                tea[t][sl] = (predict(model, x1, bs) == predict(model, x2, bs)).numpy()
+                tea[t][sl] = (predict(model, x1, bs, PROBE) == predict(model, x2, bs, PROBE)).numpy()
         for arm in bank.arms:
             out.add(metric, arm, stu[arm])
         for t in tea:

@@ -26,7 +26,7 @@ from torch import Tensor
 from kdclaims.data.base import Split
 from kdclaims.models.base import Classifier, FeatureTaps
 from kdclaims.probes.base import Measurements, ModelBank
-from kdclaims.probes.common import batch_size, check_params, require_teacher
+from kdclaims.probes.common import batch_size, check_params, require_teacher, with_smaller_batches
 from kdclaims.registries import PROBES
 
 DEFAULT_LAYERS = [f"F{i}" for i in range(1, 8)]
@@ -159,12 +159,16 @@ def minibatch_indices(n: int, units: int | None, batch_images: int | None, seed:
 
 def layer_grams(model: Classifier, split: Split, minibatches: Sequence[Tensor], layers: Sequence[str],
                 batch: int, device: torch.device) -> list[list[Tensor]]:
-    """Centred Gram matrices ``[u][layer]`` (float64, CPU) of each minibatch's flattened features at each tap."""
+    """Centred Gram matrices ``[u][layer]`` (float64, CPU) of each minibatch's flattened features at each tap.
+
+    A minibatch whose forward passes run out of CUDA memory is recomputed in smaller batches (``with_smaller_batches``);
+    the Grams do not depend on the batch size."""
     out: list[list[Tensor]] = []
     with torch.inference_mode(), FeatureTaps(model, layers) as taps:
-        for idx in minibatches:
+
+        def grams_of(idx: Tensor, size: int) -> list[Tensor]:
             feats: dict[str, list[Tensor]] = {name: [] for name in layers}
-            for b in split.subset(idx).batches(batch, device=device):
+            for b in split.subset(idx).batches(size, device=device):
                 taps.features.clear()
                 model(b.x)
                 for name in layers:
@@ -175,7 +179,17 @@ def layer_grams(model: Classifier, split: Split, minibatches: Sequence[Tensor], 
             for name in layers:
                 grams.append(centred_gram(torch.cat(feats[name])).cpu())
                 feats[name] = []
-            out.append(grams)
+            return grams
+
+        for idx in minibatches:
+            sizes = []
+
+            def attempt(size: int, idx: Tensor = idx) -> list[Tensor]:
+                sizes.append(size)
+                return grams_of(idx, size)
+
+            out.append(with_smaller_batches(attempt, batch, device, "cka"))
+            batch = sizes[-1]  # later minibatches start from the size that fitted
     return out
 
 

@@ -48,10 +48,10 @@ def consensus(bank: ModelBank, params: dict[str, Any]) -> Measurements:
     out = Measurements()
     sizes: dict[str, int] = {}
     for metric, sub in _domains(bank, split, params.get("domains")):
-        ref = predict(teacher, sub.x, bs).numpy()
+        ref = predict(teacher, sub.x, bs, PROBE).numpy()
         rows = {arm: np.empty((len(bank.seeds), len(sub))) for arm in bank.arms}
         for arm, row, _seed, model in models:
-            rows[arm][row] = predict(model, sub.x, bs).numpy() == ref
+            rows[arm][row] = predict(model, sub.x, bs, PROBE).numpy() == ref
         for arm in bank.arms:
             out.add(metric, arm, rows[arm])
         sizes[metric] = len(sub)

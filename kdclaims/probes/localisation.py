@@ -21,7 +21,7 @@ from torch import Tensor
 
 from kdclaims.models.base import Classifier
 from kdclaims.probes.base import ModelBank, Measurements
-from kdclaims.probes.common import batch_size, check_params, require_teacher, students
+from kdclaims.probes.common import batch_size, check_params, over_slices, require_teacher, students
 from kdclaims.probes.gradcam import cam_module, gradcam_package, gradcam_torch, layer_extent
 from kdclaims.registries import PROBES
 
@@ -90,8 +90,7 @@ def localisation(bank: ModelBank, params: dict[str, Any]) -> Measurements:
 
     sims = {arm: np.full((n_seeds, n), np.nan) for arm in bank.arms}
     teacher_zero = np.zeros(n, dtype=bool)
-    for start in range(0, n, bs):
-        sl = slice(start, min(start + bs, n))
+    def compare(sl: slice) -> None:
         x, y = split.x[sl].to(device), split.y[sl].to(device)
         cam_t = cams(teacher, layer, x, y, impl)
         zero = (cam_t.abs().sum(1) == 0).cpu().numpy()
@@ -100,6 +99,8 @@ def localisation(bank: ModelBank, params: dict[str, Any]) -> Measurements:
             c = cosine(cam_t, cams(model, layer, x, y, impl)).cpu().numpy()
             c[zero] = np.nan
             sims[arm][row, sl] = c
+
+    used = over_slices(n, bs, compare, device, PROBE)
 
     out = Measurements()
     for arm in bank.arms:
@@ -124,4 +125,6 @@ def localisation(bank: ModelBank, params: dict[str, Any]) -> Measurements:
         cam_extent=extents,
         notes=notes,
     )
+    if used != bs:
+        out.extras["batch_size_after_oom"] = used
     return out

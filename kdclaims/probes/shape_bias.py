@@ -112,7 +112,7 @@ def shape_bias_probe(bank: ModelBank, params: dict[str, Any]) -> Measurements:
     top_label = int(torch.maximum(shape, texture).max())
 
     def hits(model: Classifier) -> dict[str, np.ndarray]:
-        logits = predict_logits(model, split, bs, bank.device)
+        logits = predict_logits(model, split, bs, bank.device, "shape_bias")
         width = _decision_width(params.get("mapping"), logits.shape[1])
         if top_label >= width or int(torch.minimum(shape, texture).min()) < 0:
             raise ValueError(
