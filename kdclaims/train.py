@@ -206,14 +206,39 @@ def _meta(recipe: Recipe, seed: int, split: Split, steps_per_epoch: int) -> dict
     }
 
 
+class DamagedCheckpoint(Exception):
+    """A resume checkpoint that cannot be read (truncated, zeroed, not a torch file)."""
+
+
 def _load_checkpoint(path: Path, device: torch.device, meta: dict[str, Any]) -> dict[str, Any]:
-    state = torch.load(path, map_location=device, weights_only=True)
+    """The resume state at ``path``. A file that cannot be read is ``DamagedCheckpoint``; one that would need
+    unpickling beyond plain tensors (``pickle.UnpicklingError``) is refused as it is, never set aside."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise
+    except Exception as exc:  # torch reports damage as RuntimeError, EOFError, KeyError, ... by format
+        raise DamagedCheckpoint(f"{path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise DamagedCheckpoint(f"{path}: holds a {type(state).__name__}, not a resume state")
     if state.get("format") != _FORMAT:
         raise ValueError(f"{path}: unknown checkpoint format {state.get('format')!r}")
     if state["meta"] != meta:
         diff = {k: (state["meta"].get(k), v) for k, v in meta.items() if state["meta"].get(k) != v}
         raise ValueError(f"{path} belongs to another run (stored vs requested: {diff}); remove it or use another workdir")
     return state
+
+
+def _set_aside(path: Path, exc: Exception) -> None:
+    """Rename a damaged resume checkpoint to ``<name>.damaged-<time>-<pid>`` (kept for inspection) and warn; the
+    run starts from epoch 0. Under DDP every rank sees the damage; the first rename wins, the others find it gone."""
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, aside)
+    warnings.warn(f"resume checkpoint unreadable, set aside as {aside.name}; training from the start ({exc})",
+                  RuntimeWarning, stacklevel=3)
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -310,11 +335,16 @@ def train(
     ckpt = Path(workdir) / CHECKPOINT if workdir is not None else None
     start_epoch, history, resumed = 0, [], None
     if ckpt is not None and ckpt.exists():
-        state = _load_checkpoint(ckpt, device, meta)
-        distiller.load_state_dict(state["distiller"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history, resumed = int(state["epoch"]), list(state["history"]), int(state["epoch"])
-        logger.info("%sresumed from %s after epoch %d", _prefix(desc), ckpt, start_epoch)
+        try:
+            state = _load_checkpoint(ckpt, device, meta)
+        except DamagedCheckpoint as exc:
+            _set_aside(ckpt, exc)
+            state = None
+        if state is not None:
+            distiller.load_state_dict(state["distiller"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, history, resumed = int(state["epoch"]), list(state["history"]), int(state["epoch"])
+            logger.info("%sresumed from %s after epoch %d", _prefix(desc), ckpt, start_epoch)
     step = start_epoch * steps_per_epoch
 
     module: nn.Module = _TrainStep(distiller)

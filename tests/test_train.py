@@ -397,3 +397,26 @@ def test_atomic_save_and_write_text(tmp_path):
     atomic_write_text(text, "ünïcode")
     assert text.read_text(encoding="utf-8") == "ünïcode"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "sub"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed", "not_torch", "empty"])
+def test_damaged_resume_checkpoint_is_set_aside_and_training_restarts(tmp_path, damage):
+    """An unreadable ``last.pt`` (disk damage; the trainer itself writes atomically) no longer blocks the run: it is
+    renamed ``last.pt.damaged-*`` and training starts from epoch 0, ending with the uninterrupted run's weights.
+    Checked to fail: before this change each case raised (RuntimeError/EOFError) and the run stopped."""
+    split = make_split()
+    recipe = base_recipe(epochs=2)
+    full = train(CE(make_model()), split, recipe, seed=3)
+    work = tmp_path / "work"
+    train(CE(make_model()), split, base_recipe(epochs=1), seed=3, workdir=tmp_path / "other")
+    good = (tmp_path / "other" / CHECKPOINT).read_bytes()
+    work.mkdir()
+    data = {"truncated": good[: len(good) // 2], "zeroed": bytes(len(good)), "not_torch": b"hello, not a zip",
+            "empty": b""}[damage]
+    (work / CHECKPOINT).write_bytes(data)
+    with pytest.warns(RuntimeWarning, match="set aside"):
+        result = train(CE(make_model()), split, recipe, seed=3, workdir=work)
+    assert result.resumed_from_epoch is None and result.steps == full.steps
+    assert_same_weights(result.state_dict, full.state_dict)
+    aside = [p for p in work.iterdir() if p.name.startswith(f"{CHECKPOINT}.damaged-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == data  # kept for inspection, unchanged
