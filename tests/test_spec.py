@@ -48,6 +48,7 @@ def test_tiny_claim_resolves_tiers(tmp_path):
         ("student: {arch: tiny_cnn}", "student: {arch: tiny_cnnn}", "student:", "setup.student.arch",
          "unknown model 'tiny_cnnn'"),
         ("seeds: [0]", "seeds: [-1]", "seeds:", "setup.seeds", "non-negative"),
+        ("seeds: [0]", "seeds: [0, 100000000000000000000]", "seeds:", "setup.seeds", "at most 2**31 - 1"),
         ("probe: {name: accuracy, images: 80}", "probe: {name: acuracy, images: 80}", "probe:", "probe.name",
          "unknown probe 'acuracy'"),
         ("significance: {resamples: 200}", "significance: {resamples: 200, alfa: 0.1}", "significance:",

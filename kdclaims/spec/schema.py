@@ -18,6 +18,8 @@ Tier = Literal["smoke", "cpu", "gpu"]
 ID_RE = r"^[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)*$"
 
 
+MAX_SEED = 2**31 - 1  # what every RNG the trainer seeds accepts (NumPy, Python, torch, CUDA)
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -114,6 +116,8 @@ class Setup(Strict):
     def _seeds(cls, v: list[int]) -> list[int]:
         if any(s < 0 for s in v):
             raise ValueError("seeds must be non-negative")
+        if any(s > MAX_SEED for s in v):
+            raise ValueError(f"seeds must be at most 2**31 - 1 = {MAX_SEED}")
         if len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
         return v
