@@ -120,3 +120,30 @@ def test_consensus_params_are_checked() -> None:
         consensus(bank, {"teacher": "nobody"})
     with pytest.raises(ValueError, match="unknown.*domain'"):
         consensus(bank, {"domain": ["a"]})
+
+
+@pytest.mark.parametrize("transform,params", [("color", {"strength": 0.4, "hue": 0.2, "sweep": [0.3, 0.4]}),
+                                              ("shift", {"max_shift": 2, "sweep": [1, 2]})])
+def test_probe_matches_a_direct_computation_of_each_pair(transform: str, params: dict) -> None:
+    """The probe shares the colour pair's clean predictions across strengths and measures a repeated value once;
+    both shortcuts must give what pairing each image by hand gives. Checked to fail: with the clean predictions
+    taken from the jittered view, or the sweep's repeated value drawn from a generator not reseeded, this fails."""
+    from kdclaims.probes.agreement import PAIR_CHUNK, pair_fn
+    from kdclaims.probes.common import predict
+
+    bank = _bank(n=PAIR_CHUNK + 40)  # two chunks: the generator runs on across chunks
+    m = agreement(bank, {"transform": transform, "seed": 3, **params})
+    key = "strength" if transform == "color" else "max_shift"
+    make_pair = pair_fn(transform, params.get("hue", 0.0))
+    split = bank.eval_split()
+    for metric, v in [("agreement", params[key]), *((f"agreement/{s:g}", s) for s in params["sweep"])]:
+        gen = torch.Generator().manual_seed(3)
+        pairs = [make_pair(split.x[i:i + PAIR_CHUNK], v, gen) for i in range(0, len(split), PAIR_CHUNK)]
+        for arm, row, seed in [("independent", 0, 0), ("kl", 1, 1)]:
+            model = bank.model(arm, seed)
+            want = torch.cat([predict(model, a) == predict(model, b) for a, b in pairs]).numpy()
+            np.testing.assert_array_equal(m.values[metric][arm][row], want.astype(float), err_msg=f"{metric} {arm}")
+        teacher = bank.model("teacher")
+        want = torch.cat([predict(teacher, a) == predict(teacher, b) for a, b in pairs]).numpy()
+        np.testing.assert_array_equal(m.values[metric]["teacher"][0], want.astype(float))
+    assert not np.all(m.values["agreement"]["independent"] == 1), "every pair agrees: the comparison is empty"

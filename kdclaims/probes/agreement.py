@@ -82,22 +82,38 @@ def agreement(bank: ModelBank, params: dict[str, Any]) -> Measurements:
 
     models = list(students(bank))
     teachers = [(t, bank.model(t)) for t in bank.teachers]
+    # The colour pair's first view is the image itself: its predictions are the same for every strength, so they
+    # are computed once per model. A value met twice (the headline inside the sweep) is measured once: each value
+    # draws its pairs from a generator seeded alike, so a second pass would repeat the first exactly.
+    clean: dict[str, Any] = {}
+    if transform == "color":
+        clean = {f"{arm}/{row}": predict(model, split.x, bs, PROBE) for arm, row, _seed, model in models}
+        clean |= {f"teacher:{t}": predict(model, split.x, bs, PROBE) for t, model in teachers}
+
+    def same(name: str, model: Any, x1: Tensor, x2: Tensor, sl: slice) -> np.ndarray:
+        first = clean[name][sl] if clean else predict(model, x1, bs, PROBE)
+        return (first == predict(model, x2, bs, PROBE)).numpy()
+
+    measured: dict[float, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
     out = Measurements()
     for metric, v in [(PROBE, value), *((f"{PROBE}/{fmt(s)}", s) for s in sweep)]:
-        gen = torch.Generator().manual_seed(seed)
-        stu = {arm: np.empty((n_seeds, n)) for arm in bank.arms}
-        tea = {t: np.empty(n) for t, _ in teachers}
-        for start in range(0, n, PAIR_CHUNK):
-            sl = slice(start, min(start + PAIR_CHUNK, n))
-            x1, x2 = make_pair(split.x[sl].to(bank.device), v, gen)
-            for arm, row, _seed, model in models:
-                stu[arm][row, sl] = (predict(model, x1, bs, PROBE) == predict(model, x2, bs, PROBE)).numpy()
-            for t, model in teachers:
-                tea[t][sl] = (predict(model, x1, bs, PROBE) == predict(model, x2, bs, PROBE)).numpy()
+        if v not in measured:
+            gen = torch.Generator().manual_seed(seed)
+            stu = {arm: np.empty((n_seeds, n)) for arm in bank.arms}
+            tea = {t: np.empty(n) for t, _ in teachers}
+            for start in range(0, n, PAIR_CHUNK):
+                sl = slice(start, min(start + PAIR_CHUNK, n))
+                x1, x2 = make_pair(split.x[sl].to(bank.device), v, gen)
+                for arm, row, _seed, model in models:
+                    stu[arm][row, sl] = same(f"{arm}/{row}", model, x1, x2, sl)
+                for t, model in teachers:
+                    tea[t][sl] = same(f"teacher:{t}", model, x1, x2, sl)
+            measured[v] = stu, tea
+        stu, tea = measured[v]
         for arm in bank.arms:
-            out.add(metric, arm, stu[arm])
+            out.add(metric, arm, stu[arm].copy())
         for t in tea:
-            out.add(metric, t, tea[t])
+            out.add(metric, t, tea[t].copy())
     out.extras.update(transform=transform, seed=seed, n_images=n, **{key: value})
     if transform == "color":
         out.extras["hue"] = hue
