@@ -63,9 +63,26 @@ class KDState:
 
         from kdclaims.bank import RunContext
 
-        dev = self.device or ("cuda" if tier == "gpu" and torch.cuda.is_available() else "cpu")
+        dev = worker_device(self.device or ("cuda" if tier == "gpu" and torch.cuda.is_available() else "cpu"))
         return RunContext(store=self.store, tier=tier, data_root=self.data_root, weights_dir=self.weights_dir,
                           device=torch.device(dev), progress=self.progress, recipe_mode=self.recipe)
+
+
+def worker_device(dev: str) -> str:
+    """``cuda`` on xdist worker ``gwN`` with several GPUs: ``cuda:{N mod count}`` (made the current device), so
+    ``-n <number of GPUs>`` gives every worker its own GPU. An explicit index (``cuda:1``), a single GPU, the CPU
+    or a run without xdist keep ``dev`` as it is."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if dev != "cuda" or not worker.startswith("gw") or not worker[2:].isdigit():
+        return dev
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        return dev
+    index = int(worker[2:]) % count
+    torch.cuda.set_device(index)
+    return f"cuda:{index}"
 
 
 def _path(v: str | None) -> Path | None:
@@ -85,6 +102,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--kd-recipe", choices=("paper", "fast"), default="paper", help="training recipe of the gpu tier")
     g.addoption("--kd-allow-inconclusive", action="store_true", help="an inconclusive verdict passes (reported)")
     g.addoption("--kd-progress", action="store_true", help="show training progress bars")
+
+
+def _explicit_dist(config: pytest.Config) -> bool:
+    """Whether the user chose xdist's distribution mode (``--dist``/``-d``, on the command line or in addopts)."""
+    import shlex
+
+    args = [str(a) for a in config.invocation_params.args]
+    args += shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    args += [str(a) for a in config.getini("addopts")]
+    return any(a == "-d" or a == "--distload" or a.startswith("--dist") for a in args)
+
+
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """With ``-n N`` and no ``--dist``, distribute by ``loadgroup``: items that share a teacher (one xdist group)
+    run on one worker, so a teacher is trained once and the other worker is not left waiting on its lock.
+
+    Workers parse the command line without xdist's defaults; the controller tells them (``workerinput``) to name
+    items ``<id>@<group>`` as ``--dist loadgroup`` would."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        if worker.get(_LOADGROUP):
+            config.option.loadgroup = True
+    elif getattr(config.option, "dist", None) == "load" and not _explicit_dist(config):
+        config.option.dist = "loadgroup"
+
+
+_LOADGROUP = "kdclaims_loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """(xdist) Pass the controller's loadgroup choice to each worker."""
+    node.workerinput[_LOADGROUP] = node.config.getoption("dist", None) == "loadgroup"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -98,12 +98,34 @@ def test_markers_are_registered_for_strict_markers(pytester: pytest.Pytester):
 
 
 def test_runs_under_xdist(pytester: pytest.Pytester):
+    """``-n 2`` alone distributes by teacher group: xdist's loadgroup names each item ``<id>@<group>``."""
     pytest.importorskip("xdist")
     _setup(pytester)
-    result = pytester.runpytest_subprocess(*_args(pytester, "-m", "smoke", "-n", "2", "--dist", "loadgroup"))
+    result = pytester.runpytest_subprocess(*_args(pytester, "-m", "smoke", "-n", "2"))
     result.assert_outcomes(passed=1)
     report = json.loads((pytester.path / "report" / "report.json").read_text())
     assert [i["id"] for i in report["items"]] == ["tiny-claim"]
+    assert "@teacher-" in report["items"][0]["nodeid"], "items were not distributed by their teacher group"
+
+
+@pytest.mark.parametrize("args,env,ini,want", [
+    (["-n", "2"], "", [], "loadgroup"),
+    (["-n", "2", "--dist", "load"], "", [], "load"),
+    (["-n", "2", "--dist=loadfile"], "", [], "load"),  # xdist already set it; the plugin leaves it
+    (["-n", "2", "-d"], "", [], "load"),
+    (["-n", "2"], "--dist load", [], "load"),
+    (["-n", "2"], "", ["--dist", "load"], "load"),
+])
+def test_loadgroup_is_the_default_only_without_an_explicit_dist(monkeypatch, args, env, ini, want):
+    from types import SimpleNamespace
+
+    from kdclaims.plugin import pytest_cmdline_main
+
+    monkeypatch.setenv("PYTEST_ADDOPTS", env)
+    config = SimpleNamespace(option=SimpleNamespace(dist="load"), invocation_params=SimpleNamespace(args=args),
+                             getini=lambda name: ini)
+    pytest_cmdline_main(config)
+    assert config.option.dist == want
 
 
 def test_junit_xml_carries_measured_values(pytester: pytest.Pytester):
@@ -112,3 +134,23 @@ def test_junit_xml_carries_measured_values(pytester: pytest.Pytester):
     pytester.runpytest(*_args(pytester, "-m", "smoke", f"--junitxml={xml}")).assert_outcomes(passed=1, deselected=1)
     text = xml.read_text()
     assert 'name="kl &gt; independent"' in text or 'name="kl > independent"' in text
+
+
+@pytest.mark.parametrize("worker,count,dev,want", [
+    ("gw0", 4, "cuda", "cuda:0"), ("gw5", 4, "cuda", "cuda:1"), ("gw1", 1, "cuda", "cuda"),
+    ("gw1", 4, "cuda:3", "cuda:3"), ("gw1", 4, "cpu", "cpu"), ("", 4, "cuda", "cuda"), ("master", 4, "cuda", "cuda"),
+])
+def test_each_xdist_worker_takes_its_own_gpu(monkeypatch, worker, count, dev, want):
+    """Worker gwN gets GPU N mod count (and makes it current); nothing changes without xdist, with one GPU or with
+    an explicit device. Checked to fail: returning ``dev`` unchanged fails the first two cases."""
+    import torch
+
+    from kdclaims.plugin import worker_device
+
+    current = []
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert worker_device(dev) == want
+    assert current == ([int(want.split(":")[1])] if want != dev else [])
