@@ -194,7 +194,8 @@ class ClaimTestItem(pytest.Item):
         if spec.claim is not None:
             for tag in spec.claim.tags:
                 self.keywords[tag] = True
-            self.add_marker(pytest.mark.xdist_group(_group(spec)))
+            if spec.tier != "smoke":  # smoke teachers train in about a second: spreading their items wins
+                self.add_marker(pytest.mark.xdist_group(_group(spec)))
 
     def reportinfo(self):
         return self.path, self.spec.line - 1, f"claim {self.name}"

@@ -150,7 +150,7 @@ def valid_mutations(draw) -> Mutation:
                                  "reorder", "tag", "method_param", "epochs"]))
     main, tiers, imagenet = FILES[0], FILES[2], FILES[1]
     if kind == "seeds":
-        seeds = draw(st.lists(st.integers(0, 2**31), min_size=1, max_size=4, unique=True))
+        seeds = draw(st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=4, unique=True))
         return _structural(kind, "valid", imagenet, ("setup", "seeds"), seeds)
     if kind == "resamples":
         return _structural(kind, "valid", tiers, ("significance", "resamples"), draw(st.integers(100, 10**6)))
@@ -207,6 +207,7 @@ ABSURD = [
     (FILES[1], ("setup", "seeds"), st.lists(st.integers(max_value=-1), min_size=1, max_size=3)),
     (FILES[1], ("setup", "seeds"), st.integers(0, 5).map(lambda s: [s, s])),
     (FILES[1], ("setup", "seeds"), st.just([])),
+    (FILES[1], ("setup", "seeds"), st.lists(st.integers(2**31, 10**30), min_size=1, max_size=2)),
     (FILES[2], ("significance", "alpha"),
      st.sampled_from([0, 0.5, 1, 1.5, -0.1, 1e9, math.nan, math.inf, -math.inf])),
     (FILES[2], ("significance", "resamples"), st.sampled_from([0, 99, -5, 10**6 + 1, 10**12, 10**30, 2.5])),
