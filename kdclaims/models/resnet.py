@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import torchvision.models as tvm
 from torch import nn
 
 from kdclaims.models.base import LOGITS, Classifier
@@ -25,10 +24,12 @@ def imagenet_resnet_taps(pool: str) -> dict[str, str]:
     return taps | {"F6": pool, "F7": LOGITS, "penultimate": pool, "hint": "net.layer2", "cam": "net.layer4"}
 
 
-def _tv_resnet(arch: str, ctor: Callable[..., nn.Module]):
+def _tv_resnet(arch: str, ctor_name: str):
     def build(num_classes: int, in_chans: int = 3, mean: Stats = None, std: Stats = None, **kw) -> Classifier:
         mean, std = input_stats(in_chans, mean, std, imagenet=True)
-        net = ctor(weights=None, num_classes=num_classes, **kw)
+        import torchvision.models as tvm  # imported when a model is built: a run that only reads caches skips it
+
+        net = getattr(tvm, ctor_name)(weights=None, num_classes=num_classes, **kw)
         replace_first_conv(net, in_chans)
         make_pools_deterministic(net)
         taps = imagenet_resnet_taps("net.avgpool")
@@ -41,5 +42,5 @@ def _tv_resnet(arch: str, ctor: Callable[..., nn.Module]):
     return build
 
 
-resnet18 = MODELS.register("resnet18")(_tv_resnet("resnet18", tvm.resnet18))
-resnet50 = MODELS.register("resnet50")(_tv_resnet("resnet50", tvm.resnet50))
+resnet18 = MODELS.register("resnet18")(_tv_resnet("resnet18", "resnet18"))
+resnet50 = MODELS.register("resnet50")(_tv_resnet("resnet50", "resnet50"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torchvision.models as tvm
 from torch import nn
 
 from kdclaims.models.base import LOGITS, Classifier
@@ -52,10 +51,12 @@ def swin_taps() -> tuple[dict[str, str], dict[str, Callable]]:
     return taps, transforms
 
 
-def _build(arch: str, ctor: Callable[..., nn.Module], taps_of: Callable[[nn.Module], tuple[dict, dict]]):
+def _build(arch: str, ctor_name: str, taps_of: Callable[[nn.Module], tuple[dict, dict]]):
     def build(num_classes: int, in_chans: int = 3, mean: Stats = None, std: Stats = None, **kw) -> Classifier:
         mean, std = input_stats(in_chans, mean, std, imagenet=True)
-        net = ctor(weights=None, num_classes=num_classes, **kw)
+        import torchvision.models as tvm  # imported when a model is built: a run that only reads caches skips it
+
+        net = getattr(tvm, ctor_name)(weights=None, num_classes=num_classes, **kw)
         replace_first_conv(net, in_chans)
         make_pools_deterministic(net)
         taps, transforms = taps_of(net)
@@ -74,6 +75,6 @@ def _swin(_net: nn.Module) -> tuple[dict, dict]:
     return swin_taps()
 
 
-vit_b_32 = MODELS.register("vit_b_32")(_build("vit_b_32", tvm.vit_b_32, _vit))
-swin_t = MODELS.register("swin_t")(_build("swin_t", tvm.swin_t, _swin))
-swin_b = MODELS.register("swin_b")(_build("swin_b", tvm.swin_b, _swin))
+vit_b_32 = MODELS.register("vit_b_32")(_build("vit_b_32", "vit_b_32", _vit))
+swin_t = MODELS.register("swin_t")(_build("swin_t", "swin_t", _swin))
+swin_b = MODELS.register("swin_b")(_build("swin_b", "swin_b", _swin))

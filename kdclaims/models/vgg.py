@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import torchvision.models as tvm
 from torch import nn
 
 from kdclaims.models.base import LOGITS, Classifier
@@ -32,10 +31,12 @@ def vgg_taps(features: nn.Sequential, hint_conv: int) -> dict[str, str]:
     return taps | {"hint": f"net.features.{hint}", "cam": f"net.features.{pools[-1]}"}
 
 
-def _tv_vgg(arch: str, ctor: Callable[..., nn.Module]):
+def _tv_vgg(arch: str, ctor_name: str):
     def build(num_classes: int, in_chans: int = 3, mean: Stats = None, std: Stats = None, **kw) -> Classifier:
         mean, std = input_stats(in_chans, mean, std, imagenet=True)
-        net = ctor(weights=None, num_classes=num_classes, **kw)
+        import torchvision.models as tvm  # imported when a model is built: a run that only reads caches skips it
+
+        net = getattr(tvm, ctor_name)(weights=None, num_classes=num_classes, **kw)
         replace_first_conv(net, in_chans)
         make_pools_deterministic(net)
         return Classifier(net, arch=arch, mean=mean, std=std, taps=vgg_taps(net.features, HINT_CONV[arch]))
@@ -45,7 +46,7 @@ def _tv_vgg(arch: str, ctor: Callable[..., nn.Module]):
     return build
 
 
-vgg11 = MODELS.register("vgg11")(_tv_vgg("vgg11", tvm.vgg11))
-vgg11_bn = MODELS.register("vgg11_bn")(_tv_vgg("vgg11_bn", tvm.vgg11_bn))
-vgg19 = MODELS.register("vgg19")(_tv_vgg("vgg19", tvm.vgg19))
-vgg19_bn = MODELS.register("vgg19_bn")(_tv_vgg("vgg19_bn", tvm.vgg19_bn))
+vgg11 = MODELS.register("vgg11")(_tv_vgg("vgg11", "vgg11"))
+vgg11_bn = MODELS.register("vgg11_bn")(_tv_vgg("vgg11_bn", "vgg11_bn"))
+vgg19 = MODELS.register("vgg19")(_tv_vgg("vgg19", "vgg19"))
+vgg19_bn = MODELS.register("vgg19_bn")(_tv_vgg("vgg19_bn", "vgg19_bn"))
