@@ -187,14 +187,28 @@ def test_hostile_probe_cache_is_not_executed(tmp_path):
     assert not marker.exists()
 
 
-def test_timm_checkpoint_path_parameter_runs_no_code(tmp_path, evil):
-    """Model parameters go to the builders unchecked, so a claim could pass timm's ``checkpoint_path``; timm loads
-    it with ``weights_only=True`` and the hostile file is refused (see docs/reliability.md: this does bypass the
-    --kd-weights folder)."""
+@pytest.mark.parametrize("param", ["checkpoint_path", "pretrained", "pretrained_cfg_overlay", "weights"])
+def test_model_parameters_cannot_load_weights(tmp_path, evil, param):
+    """A model parameter that would read or fetch weights (timm's ``checkpoint_path`` reads any file, outside
+    --kd-weights) is refused by ``create_model`` before timm sees it, and is a located validation error in a claim.
+    Checked to fail: before the check, ``checkpoint_path`` reached timm (which then refused the hostile pickle only
+    because it loads with ``weights_only=True``) and the claim validated."""
     path, marker = evil
-    with pytest.raises(RuntimeError, match="weights_only=True blocked"):
-        create_model("timm/resnet18", 10, checkpoint_path=str(path))
+    value = {"checkpoint_path": str(path), "pretrained": True, "pretrained_cfg_overlay": {"file": str(path)},
+             "weights": "DEFAULT"}[param]
+    with pytest.raises(ValueError, match="would load or download weights"):
+        create_model("timm/resnet18", 10, **{param: value})
     assert not marker.exists()
+    text = TINY_CLAIM.format(id="w").replace("student: {arch: tiny_cnn}", f"student: {{arch: tiny_cnn, params: {{{param}: x}}}}")
+    claim = tmp_path / "claims" / "w.yaml"
+    claim.parent.mkdir()
+    claim.write_text(text)
+    files, errors = load_claims([claim])
+    assert not files and len(errors) == 1, [e.format() for e in errors]
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if param in s)
+    assert errors[0].line == line and errors[0].format().endswith(
+        f"setup.student.params.{param}: would load or download weights behind the store; "
+        "name weights with 'weights:' (read from --kd-weights)"), errors[0].format()
 
 
 # ----------------------------------------------------------------------------------------------- YAML

@@ -24,6 +24,12 @@ __all__ = [
 ]
 
 
+# Builder options that would read or fetch weights behind the store's back (timm and torchvision pass their
+# keyword arguments on): weights come only from a teacher's ``weights:`` under --kd-weights (``load_weights``).
+FORBIDDEN_PARAMS = ("checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir",
+                    "weights", "progress", "weights_backbone")
+
+
 def create_model(
     name: str,
     num_classes: int,
@@ -41,4 +47,8 @@ def create_model(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if in_chans < 1:
         raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    bad = sorted(set(kw) & set(FORBIDDEN_PARAMS))
+    if bad:
+        raise ValueError(f"model '{name}': parameter(s) {bad} would load or download weights; "
+                         "name weights with the teacher's 'weights:' (read from --kd-weights) instead")
     return MODELS.get(name)(num_classes, in_chans, mean, std, **kw)

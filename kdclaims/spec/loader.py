@@ -192,7 +192,7 @@ def _registry_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
         if name not in reg:
             file, line = loc.locate(path)
             out.append(SpecError(file, line, dotted(path), f"unknown {reg.kind} '{name}'; known: {', '.join(reg.names())}"))
-    return out + _param_errors(claim, loc) + _weights_errors(claim, loc)
+    return out + _param_errors(claim, loc) + _weights_errors(claim, loc) + _model_param_errors(claim, loc)
 
 
 def _unknown_params(loc: _Locator, base: tuple, given: dict, accepted: list[str], what: str) -> list[SpecError]:
@@ -224,6 +224,25 @@ def _param_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
         accepted = getattr(METHODS.get(m.method), "accepted_params", None) if m.method in METHODS else None
         if accepted is not None:
             out += _unknown_params(loc, ("setup", "methods", i, "params"), m.params, list(accepted), f"method '{m.method}'")
+    return out
+
+
+def _model_param_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
+    """Model parameters that would read or download weights (timm's ``checkpoint_path``, ``pretrained``, ...):
+    weights come only from ``weights:`` under --kd-weights."""
+    from kdclaims.models import FORBIDDEN_PARAMS
+
+    models = [(("setup", "student"), claim.setup.student.params)]
+    for name, t in claim.setup.all_teachers().items():
+        models.append(((("setup", "teacher") if name == "teacher" else ("setup", "teachers", name)), t.params))
+    out = []
+    for base, params in models:
+        for k in sorted(set(params or {}) & set(FORBIDDEN_PARAMS)):
+            folded, nested = base + (k,), base + ("params", k)
+            path = nested if loc.exact(nested) and not loc.exact(folded) else folded
+            file, line = loc.locate(path)
+            out.append(SpecError(file, line, dotted(path), "would load or download weights behind the store; "
+                                 "name weights with 'weights:' (read from --kd-weights)"))
     return out
 
 
