@@ -153,3 +153,17 @@ def test_json_schema_is_published():
     json.dumps(schema)
     for key in ("id", "setup", "probe", "expect", "tiers", "include", "settings"):
         assert key in schema["properties"]
+
+
+def test_unknown_model_parameter_is_located(tmp_path):
+    """A model whose builder lists its options (no ``**kw``) names the accepted ones; torchvision/timm builders,
+    which pass options on, are not second-guessed. Checked to fail: without the check the claim validated and the
+    typo became a TypeError inside training."""
+    text = TINY_CLAIM.format(id="t").replace("student: {arch: tiny_cnn}", "student: {arch: tiny_cnn, params: {widht: 8}}")
+    path = write_claim(tmp_path / "claims", text=text)
+    (err,) = errors_of(path)
+    assert err.startswith(f"{path}:{line_of(path, 'widht')}: setup.student.params.widht: unknown parameter of model "
+                          "'tiny_cnn'; accepted: "), err
+    assert "width" in err
+    ok = TINY_CLAIM.format(id="t").replace("student: {arch: tiny_cnn}", "student: {arch: tiny_cnn, params: {width: 8}}")
+    assert load_claims([write_claim(tmp_path / "ok", text=ok)])[1] == []

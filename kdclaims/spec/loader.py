@@ -237,6 +237,8 @@ def _model_param_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
         models.append(((("setup", "teacher") if name == "teacher" else ("setup", "teachers", name)), t.params))
     out = []
     for base, params in models:
+        other = {k: v for k, v in (params or {}).items() if k not in FORBIDDEN_PARAMS}  # those get their own error
+        out += _builder_params(loc, base, other, claim, base)
         for k in sorted(set(params or {}) & set(FORBIDDEN_PARAMS)):
             folded, nested = base + (k,), base + ("params", k)
             path = nested if loc.exact(nested) and not loc.exact(folded) else folded
@@ -244,6 +246,24 @@ def _model_param_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
             out.append(SpecError(file, line, dotted(path), "would load or download weights behind the store; "
                                  "name weights with 'weights:' (read from --kd-weights)"))
     return out
+
+
+def _builder_params(loc: _Locator, base: tuple, params: dict, claim: Claim, where: tuple) -> list[SpecError]:
+    """Unknown parameters of a model whose builder lists its options (one without ``**kw``; the torchvision and
+    timm builders pass theirs on, so only their weight-loading options are checked)."""
+    import inspect
+
+    from kdclaims.registries import MODELS
+
+    spec = claim.setup.student if where == ("setup", "student") else (
+        claim.setup.all_teachers()["teacher" if where == ("setup", "teacher") else where[-1]])
+    if not params or spec.arch not in MODELS or "/" in spec.arch:
+        return []
+    sig = inspect.signature(MODELS.get(spec.arch))
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return []
+    accepted = [n for n in sig.parameters if n not in ("num_classes", "in_chans", "mean", "std")]
+    return _unknown_params(loc, base, params, accepted, f"model '{spec.arch}'")
 
 
 def _weights_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
