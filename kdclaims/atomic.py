@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +25,18 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path``, atomically. Returns the path."""
     return _atomic_write(Path(path), lambda f: f.write(text), binary=False, encoding=encoding)
+
+
+def move_aside(path: str | os.PathLike[str], label: str) -> Path:
+    """Rename a damaged file or folder to ``<name>.<label>-<UTC time>-<pid>-<n>`` beside it (kept for inspection;
+    ``n`` makes names unique within a second) and return the new path."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    n = 0
+    while (target := path.with_name(f"{path.name}.{label}-{stamp}-{os.getpid()}-{n}")).exists():
+        n += 1
+    os.replace(path, target)
+    return target
 
 
 def _atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool, encoding: str | None = None) -> Path:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
-from kdclaims.atomic import atomic_save, atomic_write_text
+from kdclaims.atomic import atomic_save, atomic_write_text, move_aside
 
 FORMAT_VERSION = 1
 log = logging.getLogger("kdclaims.store")
@@ -123,11 +123,7 @@ class CheckpointStore:
 
     def _quarantine(self, key: str) -> None:
         d = self.entry(key)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        n = 0
-        while (target := d.with_name(f"{d.name}.corrupt-{stamp}-{os.getpid()}-{n}")).exists():
-            n += 1  # several entries quarantined within one second
-        os.replace(d, target)
+        target = move_aside(d, "corrupt")
         log.warning("moved corrupt checkpoint %s aside to %s; it will be retrained", d, target)
 
     def get_or_train(

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from kdclaims.atomic import atomic_save
+from kdclaims.atomic import atomic_save, move_aside
 from kdclaims.data.base import Batch, Split
 from kdclaims.methods.base import Distiller
 from kdclaims.recipe import Recipe
@@ -232,12 +232,13 @@ def _load_checkpoint(path: Path, device: torch.device, meta: dict[str, Any]) -> 
 
 
 def _set_aside(path: Path, exc: Exception) -> None:
-    """Rename a damaged resume checkpoint to ``<name>.damaged-<time>-<pid>`` (kept for inspection) and warn; the
-    run starts from epoch 0. Under DDP every rank sees the damage; the first rename wins, the others find it gone."""
-    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        os.replace(path, aside)
-    warnings.warn(f"resume checkpoint unreadable, set aside as {aside.name}; training from the start ({exc})",
+    """Move a damaged resume checkpoint aside (``<name>.damaged-*``, kept for inspection) and warn; the run starts
+    from epoch 0. Under DDP every rank sees the damage; the first rename wins, the others find it gone."""
+    try:
+        name = move_aside(path, "damaged").name
+    except FileNotFoundError:
+        name = "(by another rank)"
+    warnings.warn(f"resume checkpoint unreadable, set aside {name}; training from the start ({exc})",
                   RuntimeWarning, stacklevel=3)
 
 

@@ -91,7 +91,7 @@ def test_with_smaller_batches_restarts_with_half() -> None:
             raise _oom()
         return b * 100
 
-    assert with_smaller_batches(fn, 64, CUDA, "demo") == 800
+    assert with_smaller_batches(fn, 64, CUDA, "demo") == (800, 8)
     assert sizes == [64, 32, 16, 8]
 
 

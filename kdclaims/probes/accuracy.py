@@ -36,7 +36,7 @@ def predict_logits(model: Classifier, split: Split, batch: int, device: torch.de
                 out.append(model(b.x).float().cpu())
         return torch.cat(out) if out else torch.empty(0, 0)
 
-    return with_smaller_batches(run, batch, device, probe)
+    return with_smaller_batches(run, batch, device, probe)[0]
 
 
 def collect(bank: ModelBank, fn: Callable[[Classifier], dict[str, np.ndarray]]) -> Measurements:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -182,14 +183,9 @@ def layer_grams(model: Classifier, split: Split, minibatches: Sequence[Tensor], 
             return grams
 
         for idx in minibatches:
-            sizes = []
-
-            def attempt(size: int, idx: Tensor = idx) -> list[Tensor]:
-                sizes.append(size)
-                return grams_of(idx, size)
-
-            out.append(with_smaller_batches(attempt, batch, device, "cka"))
-            batch = sizes[-1]  # later minibatches start from the size that fitted
+            # later minibatches start from the size that fitted
+            grams, batch = with_smaller_batches(partial(grams_of, idx), batch, device, "cka")
+            out.append(grams)
     return out
 
 

@@ -120,14 +120,16 @@ def over_slices(n: int, batch: int, fn: Callable[[slice], None], device: torch.d
     return batch
 
 
-def with_smaller_batches(fn: Callable[[int], T], batch: int, device: torch.device | str, probe: str) -> T:
-    """``fn(batch)``; on a CUDA OOM, ``fn`` again from the start with half the batch (down to one image).
-
-    For computations that stream a split in batches and cannot resume mid-way (a DataLoader over image files)."""
+def with_smaller_batches(
+    fn: Callable[[int], T], batch: int, device: torch.device | str, probe: str
+) -> tuple[T, int]:
+    """``(fn(batch), batch)``; on a CUDA OOM, ``fn`` again from the start with half the batch (down to one image),
+    returning the batch that fitted. For computations that stream a split in batches and cannot resume mid-way
+    (a DataLoader over image files)."""
     cuda = _retries_oom(device)
     while True:
         try:
-            return fn(batch)
+            return fn(batch), batch
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
             _check_oom(probe, batch, exc, cuda)
         batch = _shrink(probe, batch)

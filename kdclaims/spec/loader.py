@@ -232,14 +232,15 @@ def _model_param_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
     weights come only from ``weights:`` under --kd-weights."""
     from kdclaims.models import FORBIDDEN_PARAMS
 
-    models = [(("setup", "student"), claim.setup.student.params)]
+    models = [(("setup", "student"), claim.setup.student)]
     for name, t in claim.setup.all_teachers().items():
-        models.append(((("setup", "teacher") if name == "teacher" else ("setup", "teachers", name)), t.params))
+        models.append(((("setup", "teacher") if name == "teacher" else ("setup", "teachers", name)), t))
     out = []
-    for base, params in models:
-        other = {k: v for k, v in (params or {}).items() if k not in FORBIDDEN_PARAMS}  # those get their own error
-        out += _builder_params(loc, base, other, claim, base)
-        for k in sorted(set(params or {}) & set(FORBIDDEN_PARAMS)):
+    for base, spec in models:
+        params = spec.params or {}
+        other = {k: v for k, v in params.items() if k not in FORBIDDEN_PARAMS}  # those get their own error
+        out += _builder_params(loc, base, spec.arch, other)
+        for k in sorted(set(params) & set(FORBIDDEN_PARAMS)):
             folded, nested = base + (k,), base + ("params", k)
             path = nested if loc.exact(nested) and not loc.exact(folded) else folded
             file, line = loc.locate(path)
@@ -248,22 +249,20 @@ def _model_param_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
     return out
 
 
-def _builder_params(loc: _Locator, base: tuple, params: dict, claim: Claim, where: tuple) -> list[SpecError]:
+def _builder_params(loc: _Locator, base: tuple, arch: str, params: dict) -> list[SpecError]:
     """Unknown parameters of a model whose builder lists its options (one without ``**kw``; the torchvision and
     timm builders pass theirs on, so only their weight-loading options are checked)."""
     import inspect
 
     from kdclaims.registries import MODELS
 
-    spec = claim.setup.student if where == ("setup", "student") else (
-        claim.setup.all_teachers()["teacher" if where == ("setup", "teacher") else where[-1]])
-    if not params or spec.arch not in MODELS or "/" in spec.arch:
+    if not params or arch not in MODELS or "/" in arch:
         return []
-    sig = inspect.signature(MODELS.get(spec.arch))
+    sig = inspect.signature(MODELS.get(arch))
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
         return []
     accepted = [n for n in sig.parameters if n not in ("num_classes", "in_chans", "mean", "std")]
-    return _unknown_params(loc, base, params, accepted, f"model '{spec.arch}'")
+    return _unknown_params(loc, base, params, accepted, f"model '{arch}'")
 
 
 def _weights_errors(claim: Claim, loc: _Locator) -> list[SpecError]:
