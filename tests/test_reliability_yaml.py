@@ -84,7 +84,8 @@ def test_fuzzed_claims_many_random():
     "text, needle",
     [
         ("id: x\na: &a [*a]\n", "recursive alias"),
-        ("id: x\na: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper"),
+        # our depth check, or PyYAML >= 6.0.4's own limit when it stops the parser first
+        ("id: x\na: " + "[" * 5000 + "]" * 5000 + "\n", ("nested deeper", "maximum nesting depth")),
         ("a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
             f"{c}: &{c} [{','.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefg", "bcdefgh")), "values after expanding"),
         ("id: x\ntitle: [a, b\n", "YAML syntax error"),
@@ -110,7 +111,8 @@ def test_pathological_yaml_is_a_located_error(tmp_path, monkeypatch, text, needl
     path.write_text(text)
     files, errors = load_claims([path])
     assert not files and len(errors) == 1, [e.format() for e in errors]
-    assert needle in errors[0].format()
+    needles = needle if isinstance(needle, tuple) else (needle,)
+    assert any(n in errors[0].format() for n in needles), errors[0].format()
     assert not location_problems(errors, {path: text}), errors[0].format()
     assert not (tmp_path / "PWNED").exists()
 
