@@ -152,7 +152,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.tier == "smoke" or args.threads:
         torch.set_num_threads(args.threads or 1)
     f = _find(args.claim, args.path)
-    store = CheckpointStore(Path(args.kd_cache or Path(".kdclaims/cache")).expanduser())
+    from kdclaims import fixture_store
+
+    store = CheckpointStore(Path(args.kd_cache or Path(".kdclaims/cache")).expanduser(),
+                            fallbacks=fixture_store.fallbacks())
     device = torch.device(args.kd_device or ("cuda" if args.tier == "gpu" and torch.cuda.is_available() else "cpu"))
     ctx = RunContext(store=store, tier=args.tier, data_root=_p(args.kd_data), weights_dir=_p(args.kd_weights),
                      device=device, progress=not args.quiet)

@@ -53,9 +53,10 @@ class KDState:
     @property
     def store(self):
         if self._store is None:
+            from kdclaims import fixture_store
             from kdclaims.store import CheckpointStore
 
-            self._store = CheckpointStore(self.cache_dir)
+            self._store = CheckpointStore(self.cache_dir, fallbacks=fixture_store.fallbacks())
         return self._store
 
     def context(self, tier: str):

@@ -7,6 +7,9 @@ Layout under ``root``::
     ckpt/<k[:2]>/<key>/work/           the trainer's per-epoch resume checkpoint while training
     probe/<k[:2]>/<key>.npz|.json      cached probe measurements (inputs unchanged -> no recompute)
     locks/<key>.lock                   one trainer per key across processes (fcntl lock: a dead holder frees it)
+
+A store may have read-only *fallbacks*: other stores (the shipped ``fixtures/store`` of pre-trained smoke models)
+consulted, sha-checked, when an entry is missing here. A fallback hit is served as a cache hit and never copied.
 """
 
 from __future__ import annotations
@@ -59,9 +62,11 @@ def file_sha256(path: Path) -> str:
 class CheckpointStore:
     """Train once, reuse everywhere. ``get_or_train`` is safe across processes and xdist workers."""
 
-    def __init__(self, root: Path | str, lock_timeout: float = 6 * 3600):
+    def __init__(self, root: Path | str, lock_timeout: float = 6 * 3600, *,
+                 fallbacks: "list[CheckpointStore] | tuple[CheckpointStore, ...]" = ()):
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        self.fallbacks = tuple(fallbacks)
         self.hits = 0
         self.trained = 0
         try:
@@ -75,8 +80,28 @@ class CheckpointStore:
                 f"cannot use checkpoint cache {self.root}: {e.strerror or e}; choose a writable folder with --kd-cache DIR"
             ) from e
 
+    @classmethod
+    def read_only(cls, root: Path | str) -> "CheckpointStore":
+        """A store that is only read (a fallback): no folders are created and nothing is written."""
+        store = object.__new__(cls)
+        store.root, store.lock_timeout, store.fallbacks, store.hits, store.trained = Path(root), 0.0, (), 0, 0
+        return store
+
     def entry(self, key: str) -> Path:
         return self.root / "ckpt" / key[:2] / key
+
+    def _from_fallbacks(self, key: str, name: str) -> dict[str, torch.Tensor] | None:
+        """The state of ``key`` from the first fallback holding a sound copy; a damaged copy is skipped."""
+        for fb in self.fallbacks:
+            if fb.is_complete(key):
+                try:
+                    state = fb.load(key)
+                except CorruptCheckpoint as e:
+                    log.warning("fallback store entry unusable, ignored: %s", e)
+                    continue
+                log.info("fallback store hit: %s (%s) from %s", name, key[:12], fb.root)
+                return state
+        return None
 
     def _lock(self, key: str) -> FileLock:
         return FileLock(str(self.root / "locks" / f"{key}.lock"), timeout=self.lock_timeout)
@@ -140,6 +165,11 @@ class CheckpointStore:
         """
         key = recipe_key(recipe)
         name = label or key[:12]
+        if not self.is_complete(key):
+            state = self._from_fallbacks(key, name)
+            if state is not None:
+                self.hits += 1
+                return state, True
         try:
             for attempt in (0, 1):
                 if self.is_complete(key):
