@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -28,6 +29,7 @@ def load_worker():
     return module
 
 
+@pytest.mark.slow  # seconds of subprocesses or large models: CI runs it in its `-m slow` step
 def test_two_ranks_match_one_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"

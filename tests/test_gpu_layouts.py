@@ -113,6 +113,7 @@ expect:
     assert recomputed.mean() > 0.5  # the stand-in teacher, evaluated through the folder loader
 
 
+@pytest.mark.slow  # seconds of subprocesses or large models: CI runs it in its `-m slow` step
 def test_consensus_on_the_mvh_standins(tmp_path, ctx):
     claim = gpu_claim(tmp_path, "layout-consensus", imagenet_setup(["independent", "kl"]) + f"""\
 probe: {{name: consensus, domains: [{", ".join(MVH_SETS)}]}}

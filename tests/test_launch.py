@@ -130,6 +130,7 @@ def _args(tmp_path: Path, *extra: str) -> list[str]:
             str(tmp_path / "cache"), "--quiet", *extra]
 
 
+@pytest.mark.slow  # seconds of subprocesses or large models: CI runs it in its `-m slow` step
 def test_torchrun_student_is_a_cache_hit_for_the_claim(tmp_path, capsys):
     (tmp_path / "claims").mkdir()
     (tmp_path / "claims" / "launch.yaml").write_text(CLAIM)

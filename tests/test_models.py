@@ -102,7 +102,15 @@ def test_registry_holds_the_required_models():
     assert set(MODELS) == set(EXPECTED), "a registered model is missing from the shape table of this test"
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+# the large ImageNet architectures take seconds each on 2 cores: CI runs them in its `-m slow` step
+SLOW_ARCHS = {"swin_b", "vgg19_bn", "vgg19", "vgg11_bn", "vit_b_32", "resnet50_aa"}
+
+
+def _arch_params(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_ARCHS else n for n in names]
+
+
+@pytest.mark.parametrize("name", _arch_params(sorted(EXPECTED)))
 def test_taps_shapes_and_head_input(name: str):
     size, shapes, head_path = EXPECTED[name]
     model = built(name).train()  # train mode: dropout active, the penultimate tap must still be the head's input
@@ -132,7 +140,9 @@ def test_resnet18_taps_at_224_match_the_paper():
     assert f["cam"].shape == (1, 512, 7, 7)
 
 
-@pytest.mark.parametrize("name,conv", [("vgg11", 4), ("vgg11_bn", 4), ("vgg19", 7), ("vgg19_bn", 7)])
+@pytest.mark.parametrize("name,conv", [("vgg11", 4), pytest.param("vgg11_bn", 4, marks=pytest.mark.slow),
+                                       pytest.param("vgg19", 7, marks=pytest.mark.slow),
+                                       pytest.param("vgg19_bn", 7, marks=pytest.mark.slow)])
 def test_vgg_hint_follows_the_right_conv(name: str, conv: int):
     """App. A: VGG11's Hint layer comes after its 4th conv, VGG19's after its 7th (both 56x56 at 224px)."""
     model = built(name)
@@ -143,6 +153,7 @@ def test_vgg_hint_follows_the_right_conv(name: str, conv: int):
     assert isinstance(features[index - 1], (nn.Conv2d, nn.BatchNorm2d))  # the ReLU right after that conv (+BN)
 
 
+@pytest.mark.slow
 def test_vit_taps_are_the_tokens_folded():
     model = built("vit_b_32").eval()
     x = torch.rand(1, 3, 224, 224)

@@ -97,6 +97,7 @@ def test_markers_are_registered_for_strict_markers(pytester: pytest.Pytester):
     assert "tiny-claim[smoke]" in result.stdout.str() and "tiny-claim[gpu]" in result.stdout.str()
 
 
+@pytest.mark.slow  # seconds of subprocesses or large models: CI runs it in its `-m slow` step
 def test_runs_under_xdist(pytester: pytest.Pytester):
     """``-n 2`` alone distributes by teacher group: xdist's loadgroup names a cpu item ``<id>@<group>``; smoke
     items carry no group (their teachers train in a second, so they spread over the workers)."""
