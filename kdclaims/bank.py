@@ -12,7 +12,7 @@ import torch
 from kdclaims.data.base import Split
 from kdclaims.models.base import Classifier
 from kdclaims.recipe import Recipe
-from kdclaims.seeding import seed_everything
+from kdclaims.seeding import INIT_STREAM, METHOD_STREAM, STREAMS_VERSION, derive_seed, seeded, stream_seed
 from kdclaims.spec.schema import Claim, DataSpec, TeacherSpec
 from kdclaims.store import CheckpointStore, recipe_key
 
@@ -106,7 +106,7 @@ class Bank:
         if t.weights:
             return {"kind": "weights", "arch": t.arch, "params": t.params, "weights": t.weights, "data": data.key()}
         return {"kind": "teacher", "arch": t.arch, "params": t.params, "data": data.key(), "recipe": recipe.key(),
-                "seed": t.seed, "tier": self.ctx.tier}
+                "seed": t.seed, "streams": STREAMS_VERSION, "tier": self.ctx.tier}
 
     def _teacher(self, name: str) -> Classifier:
         if (name, None) in self._models:
@@ -115,8 +115,9 @@ class Bank:
 
         t, data, recipe = self._teacher_spec(name)
         split = self.split(data, "train")
-        seed_everything(t.seed)
-        model = self._build(t, split)
+        stream = stream_seed("teacher", t.seed)
+        with seeded(derive_seed(stream, INIT_STREAM)):
+            model = self._build(t, split)
         if t.weights:
             from kdclaims.models.weights import load_weights
 
@@ -127,7 +128,7 @@ class Bank:
 
             def train_fn(workdir: Path) -> dict[str, torch.Tensor]:
                 distiller = METHODS.get("independent")(model, None, split)
-                return self._train(distiller, split, recipe, t.seed, workdir, f"teacher {name}")
+                return self._train(distiller, split, recipe, stream, workdir, f"teacher {name}")
 
             state, hit = self.ctx.store.get_or_train(key, train_fn, label=f"{self.claim.id}:{name}")
             model.load_state_dict(state)
@@ -155,7 +156,7 @@ class Bank:
         s = self.claim.setup.student
         return {"kind": "student", "arch": s.arch, "params": s.params, "method": m.method, "method_params": m.params,
                 "teacher": self._teacher_key(m.teacher) if needs_teacher else None, "data": data.key(),
-                "recipe": recipe.key(), "seed": seed, "tier": self.ctx.tier}
+                "recipe": recipe.key(), "seed": seed, "streams": STREAMS_VERSION, "tier": self.ctx.tier}
 
     def _student(self, arm: str, seed: int) -> Classifier:
         if (arm, seed) in self._models:
@@ -164,13 +165,17 @@ class Bank:
         needs_teacher = getattr(builder, "needs_teacher", True)
         split = self.split(data, "train")
         key = self._student_key(arm, seed)
-        seed_everything(seed)  # the same initial weights for every arm of one seed
-        model = self._build(self.claim.setup.student, split)
+        stream = stream_seed("student", seed)  # shared by every arm of this seed: the paired design
+        with seeded(derive_seed(stream, INIT_STREAM)):
+            model = self._build(self.claim.setup.student, split)
 
         def train_fn(workdir: Path) -> dict[str, torch.Tensor]:
             teacher = self._teacher(m.teacher) if needs_teacher else None
-            distiller = builder(model, teacher, split, **m.params)
-            return self._train(distiller, split, recipe, seed, workdir, f"{arm} seed {seed}")
+            # a method's own parts (Hint regressor, CRD heads and banks) are a function of the key alone, not of
+            # whatever this process drew from the global RNG before (loading or training the teacher, other items)
+            with seeded(derive_seed(stream, METHOD_STREAM)):
+                distiller = builder(model, teacher, split, **m.params)
+            return self._train(distiller, split, recipe, stream, workdir, f"{arm} seed {seed}")
 
         state, hit = self.ctx.store.get_or_train(key, train_fn, label=f"{self.claim.id}:{arm}:{seed}")
         model.load_state_dict(state)
@@ -180,9 +185,9 @@ class Bank:
         self._models[(arm, seed)] = model
         return model
 
-    def _train(self, distiller, split: Split, recipe: Recipe, seed: int, workdir: Path, desc: str):
+    def _train(self, distiller, split: Split, recipe: Recipe, stream: int, workdir: Path, desc: str):
         from kdclaims.train import train
 
-        result = train(distiller, split, recipe, seed=seed, device=self.device, workdir=workdir,
+        result = train(distiller, split, recipe, seed=stream, device=self.device, workdir=workdir,
                        progress=self.ctx.progress, desc=f"{self.claim.id} {desc}")
         return result.state_dict

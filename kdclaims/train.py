@@ -1,10 +1,11 @@
 """The one trainer: any ``Distiller`` on any ``Split`` under a ``Recipe``, resumable, optionally under DDP.
 
-Repeatability: the batch order of epoch ``e`` comes from ``torch.Generator().manual_seed(seed * 1000 + e)`` and
-every other random stream of the epoch (global RNGs used by dropout or a method's sampling, the augmentation
-generator) is re-seeded at the start of the epoch from ``(seed, e, rank)``. An epoch is therefore a function of
-the state at its start, which is what ``workdir/last.pt`` stores, so a resumed run ends with the same weights as
-an uninterrupted one.
+Repeatability: the batch order of epoch ``e`` is ``batch_order(n, seed, e)`` (a generator seeded with
+``derive_seed(seed, e, ORDER)``) and every other random stream of the epoch (global RNGs used by dropout or a
+method's sampling, the augmentation generator) is re-seeded at the start of the epoch from ``(seed, e, rank)``.
+The bank passes ``seed = stream_seed(role, seed)`` (``kdclaims.seeding``), so no student shares a teacher's
+streams. An epoch is therefore a function of the state at its start, which is what ``workdir/last.pt`` stores,
+so a resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ logger = logging.getLogger("kdclaims.train")
 
 CHECKPOINT = "last.pt"
 _FORMAT = 1
-_GLOBAL_STREAM, _AUGMENT_STREAM = 0, 1
+_GLOBAL_STREAM, _AUGMENT_STREAM, _ORDER_STREAM = 0, 1, 2
 
 
 @dataclass
@@ -206,6 +207,16 @@ def _meta(recipe: Recipe, seed: int, split: Split, steps_per_epoch: int) -> dict
     }
 
 
+def order_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator that shuffles epoch ``epoch`` (0-based): ``manual_seed(derive_seed(seed, epoch, ORDER))``."""
+    return torch.Generator().manual_seed(derive_seed(seed, epoch, _ORDER_STREAM))
+
+
+def batch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The order in which a run with ``seed`` visits the ``n`` training images in epoch ``epoch``."""
+    return torch.randperm(n, generator=order_generator(seed, epoch))
+
+
 class DamagedCheckpoint(Exception):
     """A resume checkpoint that cannot be read (truncated, zeroed, not a torch file)."""
 
@@ -361,7 +372,7 @@ def train(
     try:
         for epoch in range(start_epoch, recipe.epochs):
             distiller.train()
-            order = torch.Generator().manual_seed(seed * 1000 + epoch)
+            order = order_generator(seed, epoch)
             seed_everything(derive_seed(seed, epoch, _GLOBAL_STREAM, rank))
             g_aug = None
             if augment is not None:
@@ -528,4 +539,4 @@ def evaluate(
     return float(counts[0] / counts[1]) if counts[1] > 0 else float("nan")
 
 
-__all__ = ("TrainResult", "LRSchedule", "build_optimizer", "train", "predict", "evaluate", "CHECKPOINT")
+__all__ = ("TrainResult", "LRSchedule", "build_optimizer", "train", "predict", "evaluate", "CHECKPOINT", "batch_order")
