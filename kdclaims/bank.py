@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,15 @@ import torch
 
 from kdclaims.data.base import Split
 from kdclaims.models.base import Classifier
+from kdclaims.convergence import converged
 from kdclaims.recipe import Recipe
 from kdclaims.seeding import INIT_STREAM, METHOD_STREAM, STREAMS_VERSION, derive_seed, seeded, stream_seed
 from kdclaims.spec.schema import Claim, DataSpec, TeacherSpec
-from kdclaims.store import CheckpointStore, recipe_key
+from kdclaims.store import CheckpointStore, TrainedState, recipe_key
 
 log = logging.getLogger("kdclaims.bank")
 EVAL_SAMPLE_SEED = 20231  # fixed: every arm, seed and run sees the same evaluation images
+VALIDATION_SEED = 7919  # fixed: every model of a data set holds out the same validation images
 
 
 @dataclass
@@ -46,7 +49,8 @@ class Bank:
         self._models: dict[tuple[str, int | None], Classifier] = {}
         self._splits: dict[str, Split] = {}
         self._keys: dict[tuple[str, int | None], dict[str, Any]] = {}
-        self.events: list[dict[str, Any]] = []  # one per model: name, seed, cache hit or trained
+        # one per model: model, seed, source (cache/trained/weights), key, history (per-epoch dicts), converged
+        self.events: list[dict[str, Any]] = []
 
     # -- data ------------------------------------------------------------------------------------------
     def split(self, spec: DataSpec, which: str) -> Split:
@@ -56,6 +60,23 @@ class Bank:
         if k not in self._splits:
             self._splits[k] = build_dataset(spec.name, which, root=self.ctx.data_root, seed=0, **spec.params)
         return self._splits[k]
+
+    def training_parts(self, spec: DataSpec, recipe: Recipe) -> tuple[Split, Split | None]:
+        """(images a model trains on, validation images or None): ``recipe.validation`` of the training split,
+        stratified and seeded with ``VALIDATION_SEED``, is held out. Test images never enter either."""
+        full = self.split(spec, "train")
+        if recipe.validation == 0:
+            return full, None
+        k = f"holdout:{recipe.validation}:{spec.model_dump_json()}"
+        if k not in self._splits:
+            from kdclaims.data.sampling import holdout_indices
+
+            val = holdout_indices(full.labels, recipe.validation, torch.Generator().manual_seed(VALIDATION_SEED))
+            keep = torch.ones(len(full), dtype=torch.bool)
+            keep[val] = False
+            self._splits[k] = full.subset(torch.nonzero(keep).flatten())
+            self._splits[k + ":val"] = full.subset(val, name=f"{full.name}/validation")
+        return self._splits[k], self._splits[k + ":val"]
 
     def for_probe(self, probe) -> "Bank":
         """A view of this bank whose ``eval_split`` follows another probe spec (``extra_probes``)."""
@@ -114,7 +135,7 @@ class Bank:
         from kdclaims.registries import METHODS
 
         t, data, recipe = self._teacher_spec(name)
-        split = self.split(data, "train")
+        split, val = self.training_parts(data, recipe) if not t.weights else (self.split(data, "train"), None)
         stream = stream_seed("teacher", t.seed)
         with seeded(derive_seed(stream, INIT_STREAM)):
             model = self._build(t, split)
@@ -122,18 +143,18 @@ class Bank:
             from kdclaims.models.weights import load_weights
 
             load_weights(model, t.weights, self.ctx.weights_dir)
-            self.events.append({"model": name, "seed": None, "source": f"weights {t.weights}"})
+            self.events.append({"model": name, "seed": None, "source": f"weights {t.weights}", "history": None,
+                                "converged": None})
         else:
             key = self._teacher_key(name)
 
             def train_fn(workdir: Path) -> dict[str, torch.Tensor]:
                 distiller = METHODS.get("independent")(model, None, split)
-                return self._train(distiller, split, recipe, stream, workdir, f"teacher {name}")
+                return self._train(distiller, split, val, recipe, stream, workdir, f"teacher {name}")
 
             state, hit = self.ctx.store.get_or_train(key, train_fn, label=f"{self.claim.id}:{name}")
             model.load_state_dict(state)
-            self.events.append({"model": name, "seed": None, "source": "cache" if hit else "trained",
-                                "key": recipe_key(key)})
+            self._record(name, None, key, recipe, state, hit)
         model.to(self.device).eval()
         self._models[(name, None)] = model
         return model
@@ -163,7 +184,7 @@ class Bank:
             return self._models[(arm, seed)]
         m, builder, data, recipe = self._student_parts(arm)
         needs_teacher = getattr(builder, "needs_teacher", True)
-        split = self.split(data, "train")
+        split, val = self.training_parts(data, recipe)
         key = self._student_key(arm, seed)
         stream = stream_seed("student", seed)  # shared by every arm of this seed: the paired design
         with seeded(derive_seed(stream, INIT_STREAM)):
@@ -175,19 +196,37 @@ class Bank:
             # whatever this process drew from the global RNG before (loading or training the teacher, other items)
             with seeded(derive_seed(stream, METHOD_STREAM)):
                 distiller = builder(model, teacher, split, **m.params)
-            return self._train(distiller, split, recipe, stream, workdir, f"{arm} seed {seed}")
+            return self._train(distiller, split, val, recipe, stream, workdir, f"{arm} seed {seed}")
 
         state, hit = self.ctx.store.get_or_train(key, train_fn, label=f"{self.claim.id}:{arm}:{seed}")
         model.load_state_dict(state)
         model.to(self.device).eval()
-        self.events.append({"model": arm, "seed": seed, "source": "cache" if hit else "trained",
-                            "key": recipe_key(key)})
+        self._record(arm, seed, key, recipe, state, hit)
         self._models[(arm, seed)] = model
         return model
 
-    def _train(self, distiller, split: Split, recipe: Recipe, stream: int, workdir: Path, desc: str):
+    def _record(self, name: str, seed: int | None, key: dict[str, Any], recipe: Recipe, state, hit: bool) -> None:
+        """One ``events`` entry; the history comes from this training or from the store entry's manifest."""
+        info = getattr(state, "info", None)
+        if info is not None:
+            history = info.get("history")
+        else:
+            try:
+                history = self.ctx.store.manifest(recipe_key(key)).get("training", {}).get("history")
+            except (OSError, ValueError, AttributeError):
+                history = None
+        self.events.append({"model": name, "seed": seed, "source": "cache" if hit else "trained",
+                            "key": recipe_key(key), "history": history,
+                            "converged": converged(history, recipe.convergence)})
+
+    def _train(self, distiller, split: Split, val: Split | None, recipe: Recipe, stream: int, workdir: Path,
+               desc: str) -> TrainedState:
+        """Train; the result carries the history and the seconds of this training alone (a teacher trained on
+        demand before it is not counted)."""
         from kdclaims.train import train
 
+        tic = time.perf_counter()
         result = train(distiller, split, recipe, seed=stream, device=self.device, workdir=workdir,
-                       progress=self.ctx.progress, desc=f"{self.claim.id} {desc}")
-        return result.state_dict
+                       progress=self.ctx.progress, desc=f"{self.claim.id} {desc}", validation=val)
+        return TrainedState(result.state_dict, history=result.history, seconds=time.perf_counter() - tic,
+                            images=len(split), validation_images=len(val) if val is not None else 0)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kdclaims.convergence import Convergence
 
 
 class Recipe(BaseModel):
@@ -13,7 +15,10 @@ class Recipe(BaseModel):
     ``augment`` lists batch augmentations by name with their parameters, applied in order to each training
     batch (``kdclaims.data.transforms.build_augment``), e.g. ``{name: color_jitter, brightness: 0.4}``.
     ``amp`` (bf16 autocast) and ``channels_last`` take effect on CUDA only. ``max_steps`` caps the steps of
-    each epoch (smoke fixtures).
+    each epoch (smoke fixtures). ``validation`` holds that share of the training images out of training
+    (stratified by class, the same images for every model of a data set) and records the model's accuracy on them
+    after every epoch; test images are never used. ``convergence`` is the rule a model must meet
+    (``kdclaims.convergence``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,7 +40,22 @@ class Recipe(BaseModel):
     amp: bool = True
     channels_last: bool = True
     grad_clip: float | None = Field(None, gt=0)
+    validation: float = Field(0.0, ge=0, lt=1)
+    convergence: Convergence | None = None
+
+    @model_validator(mode="after")
+    def _validation_for_convergence(self) -> "Recipe":
+        if self.convergence is not None and self.convergence.monitor == "val_acc" and self.validation == 0:
+            raise ValueError("convergence monitors val_acc: give the recipe a validation share, e.g. validation: 0.1")
+        return self
 
     def key(self) -> dict[str, Any]:
-        """The JSON-able content that identifies this recipe in the checkpoint store."""
-        return self.model_dump(mode="json")
+        """The JSON-able content that identifies this recipe in the checkpoint store.
+
+        A ``plateau`` convergence rule is left out: it judges a finished history and changes no weight, so editing
+        it re-judges the stored models instead of retraining them. An ``early_stop`` rule is part of the key.
+        """
+        out = self.model_dump(mode="json")
+        if self.convergence is None or not self.convergence.stops_training:
+            out.pop("convergence")
+        return out

@@ -59,6 +59,18 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+class TrainedState(dict):
+    """A state dict (what ``train_fn`` returns) that also carries facts about its training for the manifest.
+
+    ``info`` lands in the manifest under ``training`` (e.g. the per-epoch ``history``); ``info["seconds"]``, when
+    given, is the manifest's ``train_seconds`` (the model's own training, without a teacher trained on demand).
+    """
+
+    def __init__(self, state: dict[str, torch.Tensor], **info: Any):
+        super().__init__(state)
+        self.info = info
+
+
 class CheckpointStore:
     """Train once, reuse everywhere. ``get_or_train`` is safe across processes and xdist workers."""
 
@@ -224,6 +236,11 @@ class CheckpointStore:
                 "train_seconds": round(seconds, 2),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
+            info = getattr(state, "info", None)
+            if info:
+                manifest["training"] = {k: v for k, v in info.items() if k != "seconds"}
+                if info.get("seconds") is not None:
+                    manifest["train_seconds"] = round(float(info["seconds"]), 2)
             atomic_write_text(d / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True, default=str))
         except OSError as e:
             raise StoreError(

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from kdclaims.atomic import atomic_save, move_aside
+from kdclaims.convergence import plateau_reached
 from kdclaims.data.base import Batch, Split
 from kdclaims.methods.base import Distiller
 from kdclaims.recipe import Recipe
@@ -46,7 +47,8 @@ class TrainResult:
 
     ``state_dict``: the student's weights on CPU. ``history``: one dict per epoch with ``epoch`` (1-based),
     ``loss`` (mean over images of the summed losses), ``losses`` (mean of each named loss), ``train_acc``,
-    ``lr`` (at the epoch's last step), ``seconds``, ``images_per_s``. ``resumed_from_epoch``: the number of
+    ``lr`` (at the epoch's last step), ``seconds``, ``images_per_s`` and, with a validation split, ``val_acc``.
+    ``resumed_from_epoch``: the number of
     epochs loaded from ``workdir/last.pt`` (None for a fresh start). ``steps``: optimizer steps of the whole run.
     """
 
@@ -311,6 +313,7 @@ def train(
     workdir: Path | None = None,
     progress: bool = False,
     desc: str = "",
+    validation: Split | None = None,
 ) -> TrainResult:
     """Train ``distiller``'s trainable parameters on ``split`` under ``recipe``; returns the student's weights.
 
@@ -321,6 +324,8 @@ def train(
     With ``workdir``, ``workdir/last.pt`` is written atomically after every epoch (rank 0) and a run finding it
     resumes after its last complete epoch. The global RNGs are re-seeded at each epoch start (see module doc).
     On CUDA: bf16 autocast when ``recipe.amp``, channels-last model and inputs when ``recipe.channels_last``.
+    With ``validation`` (images held out of ``split``), each epoch's record has ``val_acc``; an ``early_stop``
+    convergence rule in the recipe ends training at the first epoch where its plateau is reached.
     """
     rank, world, device = _setup_distributed(torch.device(device))
     cuda = device.type == "cuda"
@@ -371,6 +376,9 @@ def train(
     bar = _progress_bar(progress and rank == 0, recipe.epochs * steps_per_epoch, step, desc)
     try:
         for epoch in range(start_epoch, recipe.epochs):
+            if _stop_early(recipe, history):
+                logger.info("%sstopped after epoch %d: %s", _prefix(desc), epoch, recipe.convergence)
+                break
             distiller.train()
             order = order_generator(seed, epoch)
             seed_everything(derive_seed(seed, epoch, _GLOBAL_STREAM, rank))
@@ -414,6 +422,8 @@ def train(
                 "seconds": seconds,
                 "images_per_s": images / max(seconds, 1e-9),
             }
+            if validation is not None:
+                record["val_acc"] = evaluate(distiller.student, validation, device=device)
             if not math.isfinite(record["loss"]):
                 raise FloatingPointError(f"{_prefix(desc)}non-finite loss {record['loss']} in epoch {epoch + 1}")
             history.append(record)
@@ -444,6 +454,11 @@ def train(
     distiller.eval()
     student = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in distiller.student.state_dict().items()}
     return TrainResult(state_dict=student, history=history, resumed_from_epoch=resumed, steps=step)
+
+
+def _stop_early(recipe: Recipe, history: list[dict[str, Any]]) -> bool:
+    rule = recipe.convergence
+    return rule is not None and rule.stops_training and plateau_reached(history, rule)
 
 
 def _prefix(desc: str) -> str:

@@ -94,3 +94,69 @@ def test_a_model_is_a_function_of_its_key_alone(tmp_path):
     for arm in first:
         assert _weights_equal(first[arm], repaired.model(arm, 0).state_dict()), arm
     assert [e["source"] for e in repaired.events if e["model"] in first] == ["trained", "trained"]
+
+
+# ------------------------------------------------------------------------------------------------ convergence
+
+RULE = "convergence: {{rule: plateau, patience: 2, min_delta: 0.0}}"
+CONVERGENCE_CLAIM = TINY_CLAIM.replace(
+    "  recipe: {{epochs: 1, batch_size: 32, optimizer: adam, lr: 0.01, weight_decay: 0.0}}",
+    "  recipe: {{epochs: 1, batch_size: 32, optimizer: adam, lr: 0.01, weight_decay: 0.0, max_steps: 2,\n"
+    "           validation: 0.25, " + RULE + "}}",
+)
+
+
+def test_an_under_trained_model_fails_its_convergence_rule_and_its_history_is_recorded(tmp_path):
+    """Students trained one tiny epoch under ``plateau, patience 2``: ``converged`` is False in ``bank.events``,
+    and each event and store manifest carries the per-epoch history with ``val_acc`` measured on a quarter of the
+    training images held out of training (stratified; never test images). The teacher has no rule: None.
+    Fails when the rule is removed (checked: with the ``convergence:`` entry deleted from the claim, ``converged``
+    was None)."""
+    claim = tiny_claim(tmp_path, CONVERGENCE_CLAIM)
+    bank = make_bank(tmp_path, claim)
+    for arm in bank.arms:
+        bank.model(arm, 0)
+    students = [e for e in bank.events if e["seed"] is not None]
+    teacher = next(e for e in bank.events if e["model"] == "teacher")
+    assert [e["converged"] for e in students] == [False, False] and teacher["converged"] is None
+    for e in students:
+        (record,) = e["history"]
+        assert record["epoch"] == 1 and 0 <= record["val_acc"] <= 1 and record["loss"] > 0
+        manifest = bank.ctx.store.manifest(e["key"])
+        assert manifest["training"]["history"] == e["history"]
+        assert manifest["training"]["validation_images"] == 40 and manifest["training"]["images"] == 120
+
+    full = bank.split(claim.setup.data, "train")
+    part, val = bank.training_parts(claim.setup.data, claim.setup.recipe)
+    rows = {tuple(x.flatten().tolist()) for x in full.x}
+    assert all(tuple(x.flatten().tolist()) in rows for x in val.x)
+    assert not {tuple(x.flatten().tolist()) for x in part.x} & {tuple(x.flatten().tolist()) for x in val.x}
+    assert torch.equal(torch.bincount(val.y), torch.full((4,), 10))
+
+
+def test_train_seconds_of_a_student_leave_out_a_teacher_trained_on_demand(tmp_path, monkeypatch):
+    """The teacher's training is made to last at least 1.5 s longer; the KL student, whose training triggers it,
+    records its own training time (measured here around its trainer call, T) and not the teacher's: less than
+    T + 1 s. Fails when the store times the whole ``train_fn`` (checked: with ``seconds=`` dropped from
+    ``Bank._train``, the student recorded 4.0 s for T = 0.16 s)."""
+    import time
+
+    import kdclaims.train as trainer
+
+    real_train = trainer.train
+    own: dict[str, float] = {}
+
+    def timed(distiller, split, recipe, *, desc="", **kw):
+        if desc.endswith("teacher teacher"):
+            time.sleep(1.5)
+        tic = time.perf_counter()
+        out = real_train(distiller, split, recipe, desc=desc, **kw)
+        own[desc.split(" ", 1)[1]] = time.perf_counter() - tic
+        return out
+
+    monkeypatch.setattr(trainer, "train", timed)
+    bank = make_bank(tmp_path, tiny_claim(tmp_path))
+    bank.model("kl", 0)
+    seconds = {e["model"]: bank.ctx.store.manifest(e["key"])["train_seconds"] for e in bank.events}
+    assert seconds["teacher"] >= 1.5
+    assert own["kl seed 0"] - 0.01 <= seconds["kl"] < own["kl seed 0"] + 1.0

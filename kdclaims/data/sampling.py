@@ -34,6 +34,16 @@ def stratified_indices(labels: Tensor, n: int, generator: torch.Generator) -> Te
     return torch.cat(picks).sort().values
 
 
+def holdout_indices(labels: Tensor, fraction: float, generator: torch.Generator) -> Tensor:
+    """Sorted indices of ``max(1, round(fraction * N))`` of the ``N`` items, class shares kept (a validation
+    split carved from training images); none when ``fraction`` is 0."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    if fraction == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return stratified_indices(labels, max(1, round(fraction * len(labels))), generator)
+
+
 def composition_indices(
     groups: Tensor, group_names: Sequence[str], composition: Mapping[str, int], generator: torch.Generator
 ) -> Tensor:
