@@ -54,8 +54,22 @@ class Recipe(BaseModel):
 
         A ``plateau`` convergence rule is left out: it judges a finished history and changes no weight, so editing
         it re-judges the stored models instead of retraining them. An ``early_stop`` rule is part of the key.
+        Settings that cannot change the training are written in one canonical form, so that identical trainings
+        share a key however their YAML spelled them: a step schedule whose milestones all fall at or after the
+        last epoch is ``none``; ``milestones``/``gamma`` of any other schedule, and ``momentum``/``nesterov`` of
+        Adam/AdamW, take their defaults.
         """
         out = self.model_dump(mode="json")
         if self.convergence is None or not self.convergence.stops_training:
             out.pop("convergence")
+        fields = type(self).model_fields
+        milestones = [m for m in self.milestones if m < self.epochs]  # milestone m scales epochs m, m+1, ...
+        if self.schedule != "step" or not milestones:
+            if self.schedule == "step":
+                out["schedule"] = "none"
+            out["milestones"], out["gamma"] = [], fields["gamma"].default
+        else:
+            out["milestones"] = milestones
+        if self.optimizer != "sgd":
+            out["momentum"], out["nesterov"] = fields["momentum"].default, fields["nesterov"].default
         return out
