@@ -31,6 +31,7 @@ from kdclaims.atomic import atomic_save, move_aside
 from kdclaims.convergence import plateau_reached
 from kdclaims.data.base import Batch, Split
 from kdclaims.methods.base import Distiller
+from kdclaims.methods.teacher_cache import TeacherCache
 from kdclaims.recipe import Recipe
 from kdclaims.seeding import derive_seed, seed_everything
 
@@ -180,12 +181,17 @@ class _TrainStep(nn.Module):
     """Routes ``forward`` to ``distiller.forward_train`` so that DDP's forward (which arms the gradient
     all-reduce) covers every trainable part of the distiller: student, regressors, heads."""
 
-    def __init__(self, distiller: Distiller):
+    def __init__(self, distiller: Distiller, cache: TeacherCache | None = None):
         super().__init__()
-        self.distiller = distiller
+        self.distiller, self.cache = distiller, cache
 
-    def forward(self, x: Tensor, y: Tensor, index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.distiller.forward_train(x, y, index)
+    def forward(
+        self, x: Tensor, y: Tensor, index: Tensor | None = None, rows: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.cache is None or rows is None:
+            return self.distiller.forward_train(x, y, index)
+        with self.distiller.cached_teacher(self.cache, rows):
+            return self.distiller.forward_train(x, y, index)
 
 
 def _shard(batch: Batch, rank: int, world: int) -> Batch:
@@ -314,6 +320,7 @@ def train(
     progress: bool = False,
     desc: str = "",
     validation: Split | None = None,
+    teacher_cache: bool = True,
 ) -> TrainResult:
     """Train ``distiller``'s trainable parameters on ``split`` under ``recipe``; returns the student's weights.
 
@@ -326,6 +333,8 @@ def train(
     On CUDA: bf16 autocast when ``recipe.amp``, channels-last model and inputs when ``recipe.channels_last``.
     With ``validation`` (images held out of ``split``), each epoch's record has ``val_acc``; an ``early_stop``
     convergence rule in the recipe ends training at the first epoch where its plateau is reached.
+    Without augmentation (and with ``teacher_cache``), the teacher's outputs over ``split`` are computed once and
+    looked up by image index (``kdclaims.methods.teacher_cache``); with augmentation the teacher runs every step.
     """
     rank, world, device = _setup_distributed(torch.device(device))
     cuda = device.type == "cuda"
@@ -364,7 +373,8 @@ def train(
             logger.info("%sresumed from %s after epoch %d", _prefix(desc), ckpt, start_epoch)
     step = start_epoch * steps_per_epoch
 
-    module: nn.Module = _TrainStep(distiller)
+    cache = _teacher_cache(distiller, split, augment, device) if teacher_cache else None
+    module: nn.Module = _TrainStep(distiller, cache)
     if world > 1:
         module = nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if cuda else None, gradient_as_bucket_view=True
@@ -400,7 +410,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with autocast:
-                    logits, losses = module(x, y, index if distiller.needs_index else None)
+                    logits, losses = module(x, y, index if distiller.needs_index else None, index)
                 loss = torch.stack([v.float() for v in losses.values()]).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -454,6 +464,13 @@ def train(
     distiller.eval()
     student = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in distiller.student.state_dict().items()}
     return TrainResult(state_dict=student, history=history, resumed_from_epoch=resumed, steps=step)
+
+
+def _teacher_cache(distiller: Distiller, split: Split, augment, device: torch.device) -> TeacherCache | None:
+    """A cache of the teacher's outputs when every batch is exactly the split's images (in-memory, no augment)."""
+    if distiller.teacher is None or augment is not None or not isinstance(split, Split):
+        return None
+    return TeacherCache(distiller.teacher, split.x, device)
 
 
 def _stop_early(recipe: Recipe, history: list[dict[str, Any]]) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +31,8 @@ class Distiller(nn.Module):
         self.student = student
         # stored outside the module tree: no optimizer, no state_dict entry, no .train() propagation
         object.__setattr__(self, "_teacher", teacher)
+        object.__setattr__(self, "_teacher_cache", None)  # a TeacherCache while the trainer allows one
+        object.__setattr__(self, "_cache_rows", None)  # the current batch's image indices, during a cached step
         if teacher is not None:
             teacher.eval()
             for p in teacher.parameters():
@@ -59,9 +63,24 @@ class Distiller(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.student(x)
 
+    @contextlib.contextmanager
+    def cached_teacher(self, cache: Any, rows: Tensor | None) -> Iterator[None]:
+        """Within the block, ``teacher_forward``/``teacher_taps`` read the teacher's outputs for images ``rows``
+        of the training split from ``cache`` (``kdclaims.methods.teacher_cache``) instead of running it on ``x``.
+        The trainer uses it only when ``x`` is exactly those images (no augmentation)."""
+        object.__setattr__(self, "_teacher_cache", cache)
+        object.__setattr__(self, "_cache_rows", rows)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_teacher_cache", None)
+            object.__setattr__(self, "_cache_rows", None)
+
     @torch.no_grad()
     def teacher_forward(self, x: Tensor) -> Tensor:
         assert self._teacher is not None
+        if self._teacher_cache is not None and self._cache_rows is not None:
+            return self._teacher_cache.logits_at(self._cache_rows).to(x.device)
         return self._teacher(x)
 
 

@@ -102,8 +102,14 @@ class CEDistiller(Distiller):
 
     @torch.no_grad()
     def teacher_taps(self, x: Tensor, names: Iterable[str]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Teacher logits and its features at ``names``, without gradient."""
+        """Teacher logits and its features at ``names``, without gradient (from the cache during a cached step)."""
         assert self.teacher is not None
+        names = list(names)
+        if self._teacher_cache is not None and self._cache_rows is not None:
+            feats = self._teacher_cache.taps_at(self._cache_rows, names)
+            if feats is not None:
+                logits = self._teacher_cache.logits_at(self._cache_rows).to(x.device)
+                return logits, {k: v.to(x.device) for k, v in feats.items()}
         with FeatureTaps(self.teacher, names) as taps:
             logits = self.teacher(x)
         return logits, dict(taps.features)
