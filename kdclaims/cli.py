@@ -1,4 +1,4 @@
-"""The ``kdclaims`` command: list, validate, schema, show, run, report.
+"""The ``kdclaims`` command: list, validate, schema, show, run, tune, report.
 
 Exit codes: 0 success; 1 validation problems (``validate``), or with ``run --strict`` a verdict other than
 supported; 2 usage errors, missing data/weights, or a crash.
@@ -184,6 +184,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return worst if args.strict else 0
 
 
+DEFAULT_STAGING = "accuracy-gain"  # its cpu and smoke items add nothing to the tiers' default staging
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Choose distillation weights on validation images and write them, with provenance, for the claims to read."""
+    import torch
+
+    from kdclaims.bank import RunContext
+    from kdclaims.store import CheckpointStore
+    from kdclaims.tune import load_grid, tune, tuned_document, write_tuned
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    f = _find(DEFAULT_STAGING if args.claim == "default" else args.claim, args.path)
+    items = [i for i in _pick(f, args.tier, args.setting) if i.claim is not None]
+    if len(items) != 1:
+        raise SystemExit(f"kdclaims: tune one item at a time; {f.claim_id} has {[i.name for i in items]} at tier "
+                         f"{args.tier}: pick one with --setting")
+    claim = items[0].claim
+    if not 0 < args.validation < 1:
+        print(f"kdclaims: --validation must be between 0 and 1, got {args.validation}", file=sys.stderr)
+        return 2
+    try:
+        grid = load_grid(_p(args.grid))
+    except (OSError, ValueError) as e:
+        print(f"kdclaims: {e}", file=sys.stderr)
+        return 2
+    store = CheckpointStore(Path(args.kd_cache or Path(".kdclaims/cache")).expanduser())
+    ctx = RunContext(store=store, tier=args.tier, data_root=_p(args.kd_data), device=torch.device(args.kd_device or "cpu"),
+                     progress=not args.quiet)
+    seeds = claim.setup.seeds[: args.seeds] if args.seeds else claim.setup.seeds
+    results, reference = tune(claim, ctx, grid, validation=args.validation, seeds=seeds)
+    if not results:
+        print(f"kdclaims: no arm of {f.claim_id}[{items[0].name}] has a method in the grid ({sorted(grid)})",
+              file=sys.stderr)
+        return 2
+    name = f"tuned-{args.tier}.yaml" if args.claim == "default" else f"tuned-{args.tier}-{f.claim_id}.yaml"
+    out = Path(args.out) if args.out else _claims_dir(args.path) / "_base" / name
+    doc = tuned_document(claim, results, reference, command=" ".join(["kdclaims", *sys.argv[1:]]),
+                         validation=args.validation, seeds=seeds)
+    write_tuned(doc, out)
+    for r in results:
+        print(f"{r.arm}: {r.chosen()} (validation accuracy {r.mean(r.best):.4f})")
+    print(f"wrote {out}" + ("" if args.claim == "default" else f"; include it from {f.path} to use it"))
+    return 0
+
+
 def _p(v: str | None) -> Path | None:
     return Path(v).expanduser() if v else None
 
@@ -260,6 +308,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 at the smoke tier)")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("tune", help="choose distillation weights on validation images (never probes or test "
+                                    "images) and write them with provenance to claims/_base/tuned-TIER*.yaml")
+    s.add_argument("claim", help="a claim id, or 'default' for the tier's default staging")
+    s.add_argument("--tier", default="cpu", choices=("smoke", "cpu"))
+    s.add_argument("--setting")
+    s.add_argument("--path", help="claims folder")
+    s.add_argument("--grid", metavar="YAML", help="method -> list of parameter mappings (default: kdclaims.tune)")
+    s.add_argument("--validation", type=float, default=0.1,
+                   help="share of the training images held out when the recipe holds none (default 0.1)")
+    s.add_argument("--seeds", type=int, help="use the item's first N seeds (default: all)")
+    s.add_argument("--out", metavar="FILE", help="default: <claims>/_base/tuned-TIER.yaml for 'default', "
+                                                 "<claims>/_base/tuned-TIER-CLAIM.yaml for a claim")
+    s.add_argument("--kd-data", metavar="ROOT")
+    s.add_argument("--kd-cache", metavar="DIR")
+    s.add_argument("--kd-device", metavar="DEV")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.set_defaults(fn=cmd_tune)
 
     s = sub.add_parser("report", help="re-render report.md/report.html from report.json without re-running; "
                                       "several reports (or --tier) are merged into one")
