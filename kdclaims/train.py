@@ -258,7 +258,7 @@ def _set_aside(path: Path, exc: Exception) -> None:
     except FileNotFoundError:
         name = "(by another rank)"
     warnings.warn(f"resume checkpoint unreadable, set aside {name}; training from the start ({exc})",
-                  RuntimeWarning, stacklevel=3)
+                  RuntimeWarning, stacklevel=4)
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -337,133 +337,173 @@ def train(
     looked up by image index (``kdclaims.methods.teacher_cache``); with augmentation the teacher runs every step.
     """
     rank, world, device = _setup_distributed(torch.device(device))
+    drop_last, steps_per_epoch = _epoch_size(split, recipe, world)
     cuda = device.type == "cuda"
-    if recipe.batch_size % world:
-        raise ValueError(f"batch size {recipe.batch_size} is not divisible by the world size {world}")
-    if len(split) < world:
-        raise ValueError(f"split {split.name} has {len(split)} images, fewer than the {world} ranks")
-    drop_last = len(split) >= recipe.batch_size
-    steps_per_epoch = split.num_batches(recipe.batch_size, drop_last=drop_last)
-    if recipe.max_steps is not None:
-        steps_per_epoch = min(steps_per_epoch, recipe.max_steps)
-    schedule = LRSchedule.from_recipe(recipe, steps_per_epoch)
-    memory_format = torch.channels_last if cuda and recipe.channels_last else None
-
+    run = _Run(distiller=distiller, split=split, recipe=recipe, seed=seed, device=device, rank=rank, world=world,
+               drop_last=drop_last, steps_per_epoch=steps_per_epoch, desc=desc, validation=validation,
+               schedule=LRSchedule.from_recipe(recipe, steps_per_epoch),
+               memory_format=torch.channels_last if cuda and recipe.channels_last else None,
+               augment=_build_augment(recipe.augment),
+               autocast=torch.autocast("cuda", dtype=torch.bfloat16) if cuda and recipe.amp else None)
     distiller.to(device)
-    if memory_format is not None:
-        distiller.to(memory_format=memory_format)
-    params = list(distiller.trainable_parameters())
-    _check_teacher_excluded(distiller, params)
-    optimizer = build_optimizer(params, recipe)
-    augment = _build_augment(recipe.augment)
-
-    meta = _meta(recipe, seed, split, steps_per_epoch)
-    ckpt = Path(workdir) / CHECKPOINT if workdir is not None else None
-    start_epoch, history, resumed = 0, [], None
-    if ckpt is not None and ckpt.exists():
-        try:
-            state = _load_checkpoint(ckpt, device, meta)
-        except DamagedCheckpoint as exc:
-            _set_aside(ckpt, exc)
-            state = None
-        if state is not None:
-            distiller.load_state_dict(state["distiller"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, history, resumed = int(state["epoch"]), list(state["history"]), int(state["epoch"])
-            logger.info("%sresumed from %s after epoch %d", _prefix(desc), ckpt, start_epoch)
+    if run.memory_format is not None:
+        distiller.to(memory_format=run.memory_format)
+    run.params = list(distiller.trainable_parameters())
+    _check_teacher_excluded(distiller, run.params)
+    run.optimizer = build_optimizer(run.params, recipe)
+    run.meta = _meta(recipe, seed, split, steps_per_epoch)
+    run.ckpt = Path(workdir) / CHECKPOINT if workdir is not None else None
+    start_epoch, history, resumed = _resume(run)
     step = start_epoch * steps_per_epoch
-
-    cache = _teacher_cache(distiller, split, augment, device) if teacher_cache else None
-    module: nn.Module = _TrainStep(distiller, cache)
-    if world > 1:
-        module = nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if cuda else None, gradient_as_bucket_view=True
-        )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if cuda and recipe.amp else contextlib.nullcontext()
-    )
+    run.module = _wrap(run, _teacher_cache(distiller, split, run.augment, device) if teacher_cache else None)
     undo_smoothing = _apply_label_smoothing(distiller, recipe.label_smoothing)
-    bar = _progress_bar(progress and rank == 0, recipe.epochs * steps_per_epoch, step, desc)
+    run.bar = _progress_bar(progress and rank == 0, recipe.epochs * steps_per_epoch, step, desc)
     try:
         for epoch in range(start_epoch, recipe.epochs):
             if _stop_early(recipe, history):
                 logger.info("%sstopped after epoch %d: %s", _prefix(desc), epoch, recipe.convergence)
                 break
-            distiller.train()
-            order = order_generator(seed, epoch)
-            seed_everything(derive_seed(seed, epoch, _GLOBAL_STREAM, rank))
-            g_aug = None
-            if augment is not None:
-                g_aug = torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, _AUGMENT_STREAM, rank))
-            meter = _Meter(device)
-            tic = time.perf_counter()
-            batches = split.batches(
-                recipe.batch_size, shuffle=True, generator=order, drop_last=drop_last, device=_data_device(split)
-            )
-            for batch in itertools.islice(batches, steps_per_epoch):
-                x, y, index = (t.to(device, non_blocking=True) for t in _shard(batch, rank, world))
-                if augment is not None:
-                    x = augment(x, g_aug)
-                if memory_format is not None:
-                    x = x.contiguous(memory_format=memory_format)
-                lr = schedule.lr(step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with autocast:
-                    logits, losses = module(x, y, index if distiller.needs_index else None, index)
-                loss = torch.stack([v.float() for v in losses.values()]).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-                optimizer.step()
-                step += 1
-                meter.add(loss, losses, logits, y)
-                bar.update(1)
-                if not bar.disable and bar.n % max(1, steps_per_epoch // 10) == 0:
-                    bar.set_postfix(epoch=epoch + 1, **meter.running())
-            summary = meter.summary(world)
-            seconds = time.perf_counter() - tic
-            images = summary.pop("images")
-            record = {
-                "epoch": epoch + 1,
-                **summary,
-                "lr": schedule.lr(step - 1),
-                "seconds": seconds,
-                "images_per_s": images / max(seconds, 1e-9),
-            }
-            if validation is not None:
-                record["val_acc"] = evaluate(distiller.student, validation, device=device)
-            if not math.isfinite(record["loss"]):
-                raise FloatingPointError(f"{_prefix(desc)}non-finite loss {record['loss']} in epoch {epoch + 1}")
+            record, step = _train_epoch(run, epoch, step)
             history.append(record)
-            if rank == 0:
-                logger.info(
-                    "%sepoch %d/%d loss %.4f %s acc %.4f lr %.3g %.1f s %.0f img/s",
-                    _prefix(desc), epoch + 1, recipe.epochs, record["loss"],
-                    " ".join(f"{k} {v:.4f}" for k, v in record["losses"].items()),
-                    record["train_acc"], record["lr"], seconds, record["images_per_s"],
-                )
-                if ckpt is not None:
-                    atomic_save(
-                        {
-                            "format": _FORMAT,
-                            "meta": meta,
-                            "epoch": epoch + 1,
-                            "distiller": distiller.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "history": history,
-                        },
-                        ckpt,
-                    )
+            _log_and_save(run, record, history)
     finally:
-        bar.close()
+        run.bar.close()
         undo_smoothing()
     if world > 1:
         dist.barrier()
     distiller.eval()
     student = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in distiller.student.state_dict().items()}
     return TrainResult(state_dict=student, history=history, resumed_from_epoch=resumed, steps=step)
+
+
+@dataclass
+class _Run:
+    """What every epoch of one ``train`` call needs (settings fixed at the start, parts built once)."""
+
+    distiller: Distiller
+    split: Split
+    recipe: Recipe
+    seed: int
+    device: torch.device
+    rank: int
+    world: int
+    drop_last: bool
+    steps_per_epoch: int
+    desc: str
+    validation: Split | None
+    schedule: LRSchedule
+    memory_format: torch.memory_format | None
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None
+    autocast: Any
+    params: list[nn.Parameter] = field(default_factory=list)
+    optimizer: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    ckpt: Path | None = None
+    module: nn.Module | None = None
+    bar: Any = None
+
+
+def _epoch_size(split: Split, recipe: Recipe, world: int) -> tuple[bool, int]:
+    """(drop the last partial batch?, steps per epoch); refuses batch sizes and splits the ranks cannot share."""
+    if recipe.batch_size % world:
+        raise ValueError(f"batch size {recipe.batch_size} is not divisible by the world size {world}")
+    if len(split) < world:
+        raise ValueError(f"split {split.name} has {len(split)} images, fewer than the {world} ranks")
+    drop_last = len(split) >= recipe.batch_size
+    steps = split.num_batches(recipe.batch_size, drop_last=drop_last)
+    return drop_last, steps if recipe.max_steps is None else min(steps, recipe.max_steps)
+
+
+def _resume(run: _Run) -> tuple[int, list[dict[str, Any]], int | None]:
+    """(first epoch to train, history so far, epochs resumed or None) from ``run.ckpt`` when it holds a state."""
+    if run.ckpt is None or not run.ckpt.exists():
+        return 0, [], None
+    try:
+        state = _load_checkpoint(run.ckpt, run.device, run.meta)
+    except DamagedCheckpoint as exc:
+        _set_aside(run.ckpt, exc)
+        return 0, [], None
+    run.distiller.load_state_dict(state["distiller"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    epoch = int(state["epoch"])
+    logger.info("%sresumed from %s after epoch %d", _prefix(run.desc), run.ckpt, epoch)
+    return epoch, list(state["history"]), epoch
+
+
+def _wrap(run: _Run, cache: TeacherCache | None) -> nn.Module:
+    """The module a step calls: the distiller's ``forward_train`` (with the teacher cache), under DDP if ranked."""
+    module: nn.Module = _TrainStep(run.distiller, cache)
+    if run.world > 1:
+        cuda = run.device.type == "cuda"
+        module = nn.parallel.DistributedDataParallel(
+            module, device_ids=[run.device.index] if cuda else None, gradient_as_bucket_view=True
+        )
+    return module
+
+
+def _train_epoch(run: _Run, epoch: int, step: int) -> tuple[dict[str, Any], int]:
+    """One epoch from freshly seeded streams; returns its history record and the step count after it."""
+    run.distiller.train()
+    seed_everything(derive_seed(run.seed, epoch, _GLOBAL_STREAM, run.rank))
+    g_aug = None
+    if run.augment is not None:
+        g_aug = torch.Generator(device=run.device).manual_seed(derive_seed(run.seed, epoch, _AUGMENT_STREAM, run.rank))
+    meter = _Meter(run.device)
+    tic = time.perf_counter()
+    batches = run.split.batches(run.recipe.batch_size, shuffle=True, generator=order_generator(run.seed, epoch),
+                                drop_last=run.drop_last, device=_data_device(run.split))
+    for batch in itertools.islice(batches, run.steps_per_epoch):
+        _train_step(run, batch, step, g_aug, meter)
+        step += 1
+        run.bar.update(1)
+        if not run.bar.disable and run.bar.n % max(1, run.steps_per_epoch // 10) == 0:
+            run.bar.set_postfix(epoch=epoch + 1, **meter.running())
+    summary = meter.summary(run.world)
+    seconds = time.perf_counter() - tic
+    images = summary.pop("images")
+    record = {"epoch": epoch + 1, **summary, "lr": run.schedule.lr(step - 1), "seconds": seconds,
+              "images_per_s": images / max(seconds, 1e-9)}
+    if run.validation is not None:
+        record["val_acc"] = evaluate(run.distiller.student, run.validation, device=run.device)
+    if not math.isfinite(record["loss"]):
+        raise FloatingPointError(f"{_prefix(run.desc)}non-finite loss {record['loss']} in epoch {epoch + 1}")
+    return record, step
+
+
+def _train_step(run: _Run, batch: Batch, step: int, g_aug: torch.Generator | None, meter: "_Meter") -> None:
+    """One optimizer step on this rank's share of ``batch`` at the schedule's learning rate for ``step``."""
+    x, y, index = (t.to(run.device, non_blocking=True) for t in _shard(batch, run.rank, run.world))
+    if run.augment is not None:
+        x = run.augment(x, g_aug)
+    if run.memory_format is not None:
+        x = x.contiguous(memory_format=run.memory_format)
+    for group in run.optimizer.param_groups:
+        group["lr"] = run.schedule.lr(step)
+    with run.autocast or contextlib.nullcontext():
+        logits, losses = run.module(x, y, index if run.distiller.needs_index else None, index)
+    loss = torch.stack([v.float() for v in losses.values()]).sum()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.recipe.grad_clip is not None:
+        nn.utils.clip_grad_norm_(run.params, run.recipe.grad_clip)
+    run.optimizer.step()
+    meter.add(loss, losses, logits, y)
+
+
+def _log_and_save(run: _Run, record: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """Rank 0 logs the epoch and writes the resume checkpoint atomically."""
+    if run.rank != 0:
+        return
+    logger.info(
+        "%sepoch %d/%d loss %.4f %s acc %.4f lr %.3g %.1f s %.0f img/s",
+        _prefix(run.desc), record["epoch"], run.recipe.epochs, record["loss"],
+        " ".join(f"{k} {v:.4f}" for k, v in record["losses"].items()),
+        record["train_acc"], record["lr"], record["seconds"], record["images_per_s"],
+    )
+    if run.ckpt is not None:
+        atomic_save({"format": _FORMAT, "meta": run.meta, "epoch": record["epoch"],
+                     "distiller": run.distiller.state_dict(), "optimizer": run.optimizer.state_dict(),
+                     "history": history}, run.ckpt)
 
 
 def _teacher_cache(distiller: Distiller, split: Split, augment, device: torch.device) -> TeacherCache | None:
