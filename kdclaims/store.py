@@ -3,13 +3,17 @@
 Layout under ``root``::
 
     ckpt/<k[:2]>/<key>/model.pt        the student's (or teacher's) state dict
-    ckpt/<k[:2]>/<key>/manifest.json   recipe, sha256 and size of model.pt; written last = complete
+    ckpt/<k[:2]>/<key>/manifest.json   recipe, sha256 and size of model.pt, train_seconds, and under ``training``
+                                       the per-epoch history (loss, train_acc, val_acc, ...); written last = complete
     ckpt/<k[:2]>/<key>/work/           the trainer's per-epoch resume checkpoint while training
     probe/<k[:2]>/<key>.npz|.json      cached probe measurements (inputs unchanged -> no recompute)
     locks/<key>.lock                   one trainer per key across processes (fcntl lock: a dead holder frees it)
 
 A store may have read-only *fallbacks*: other stores (the shipped ``fixtures/store`` of pre-trained smoke models)
 consulted, sha-checked, when an entry is missing here. A fallback hit is served as a cache hit and never copied.
+
+Keys of trained models carry ``streams`` (``kdclaims.seeding.STREAMS_VERSION``): version 2 derives every random
+stream from the model's role and seed, so entries written under version 1 are never hit again (docs/scale.md).
 """
 
 from __future__ import annotations

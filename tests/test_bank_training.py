@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from kdclaims.bank import Bank, RunContext
@@ -162,6 +163,7 @@ def test_train_seconds_of_a_student_leave_out_a_teacher_trained_on_demand(tmp_pa
     assert own["kl seed 0"] - 0.01 <= seconds["kl"] < own["kl seed 0"] + 1.0
 
 
+@pytest.mark.slow  # two end-to-end runs of one item; the smoke run keeps test_a_model_is_a_function_of_its_key_alone
 def test_an_items_numbers_do_not_depend_on_what_ran_before_it(tmp_path):
     """One claim item (independent, KL and Hint arms, a shift-agreement probe that draws random crops) run end to
     end in a fresh store, then in a store where its independent and KL students were trained earlier (so the Hint
