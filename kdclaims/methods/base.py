@@ -67,7 +67,8 @@ class Distiller(nn.Module):
     def cached_teacher(self, cache: Any, rows: Tensor | None) -> Iterator[None]:
         """Within the block, ``teacher_forward``/``teacher_taps`` read the teacher's outputs for images ``rows``
         of the training split from ``cache`` (``kdclaims.methods.teacher_cache``) instead of running it on ``x``.
-        The trainer uses it only when ``x`` is exactly those images (no augmentation)."""
+        The trainer uses it only when the batch ``x`` is exactly those images (no augmentation); a method that
+        feeds its teacher anything else (mixed or perturbed images) must call ``self.teacher`` itself."""
         object.__setattr__(self, "_teacher_cache", cache)
         object.__setattr__(self, "_cache_rows", rows)
         try:
@@ -79,7 +80,7 @@ class Distiller(nn.Module):
     @torch.no_grad()
     def teacher_forward(self, x: Tensor) -> Tensor:
         assert self._teacher is not None
-        if self._teacher_cache is not None and self._cache_rows is not None:
+        if self._teacher_cache is not None and self._cache_rows is not None and len(x) == len(self._cache_rows):
             return self._teacher_cache.logits_at(self._cache_rows).to(x.device)
         return self._teacher(x)
 

@@ -105,7 +105,7 @@ class CEDistiller(Distiller):
         """Teacher logits and its features at ``names``, without gradient (from the cache during a cached step)."""
         assert self.teacher is not None
         names = list(names)
-        if self._teacher_cache is not None and self._cache_rows is not None:
+        if self._teacher_cache is not None and self._cache_rows is not None and len(x) == len(self._cache_rows):
             feats = self._teacher_cache.taps_at(self._cache_rows, names)
             if feats is not None:
                 logits = self._teacher_cache.logits_at(self._cache_rows).to(x.device)
