@@ -152,7 +152,12 @@ class CheckpointStore:
         return state
 
     def manifest(self, key: str) -> dict[str, Any]:
-        return json.loads((self.entry(key) / "manifest.json").read_text())
+        """The entry's manifest, here or (for a fallback hit) in the first fallback that holds it."""
+        for store in (self, *self.fallbacks):
+            path = store.entry(key) / "manifest.json"
+            if path.is_file():
+                return json.loads(path.read_text())
+        raise FileNotFoundError(f"no manifest for {key} in {self.root} or its fallbacks")
 
     def _cache_error(self, e: OSError) -> bool:
         """A disk-full/read-only error, or any error on a path inside the cache."""

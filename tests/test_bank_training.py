@@ -111,8 +111,9 @@ def test_an_under_trained_model_fails_its_convergence_rule_and_its_history_is_re
     """Students trained one tiny epoch under ``plateau, patience 2``: ``converged`` is False in ``bank.events``,
     and each event and store manifest carries the per-epoch history with ``val_acc`` measured on a quarter of the
     training images held out of training (stratified; never test images). The teacher has no rule: None.
-    Fails when the rule is removed (checked: with the ``convergence:`` entry deleted from the claim, ``converged``
-    was None)."""
+    A fallback store's hit reports the same history. Fails when the rule is removed (checked: with the
+    ``convergence:`` entry deleted from the claim, ``converged`` was None) and when the manifest is looked up in
+    the primary store only (checked: the fallback hits had no history and ``converged`` False)."""
     claim = tiny_claim(tmp_path, CONVERGENCE_CLAIM)
     bank = make_bank(tmp_path, claim)
     for arm in bank.arms:
@@ -126,6 +127,14 @@ def test_an_under_trained_model_fails_its_convergence_rule_and_its_history_is_re
         manifest = bank.ctx.store.manifest(e["key"])
         assert manifest["training"]["history"] == e["history"]
         assert manifest["training"]["validation_images"] == 40 and manifest["training"]["images"] == 120
+
+    # served from a read-only fallback store (the shipped fixture store's path): the same history and verdict
+    shipped = Bank(claim, RunContext(store=CheckpointStore(tmp_path / "empty", fallbacks=(
+        CheckpointStore.read_only(tmp_path / "store"),)), tier=claim.tier))
+    for arm in bank.arms:
+        shipped.model(arm, 0)
+    assert [(e["history"], e["converged"]) for e in shipped.events] == [(e["history"], e["converged"]) for e in
+                                                                        students]
 
     full = bank.split(claim.setup.data, "train")
     part, val = bank.training_parts(claim.setup.data, claim.setup.recipe)
