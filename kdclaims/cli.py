@@ -225,7 +225,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _claims_dir(args.path) / "_base" / name
     doc = tuned_document(claim, results, reference, command=" ".join(["kdclaims", *sys.argv[1:]]),
                          validation=args.validation, seeds=seeds)
-    write_tuned(doc, out)
+    write_tuned(doc, out, "Included by _base/tiers.yaml." if args.claim == "default" else
+                f"Include it from {f.path.name} to use it.")
     for r in results:
         print(f"{r.arm}: {r.chosen()} (validation accuracy {r.mean(r.best):.4f})")
     print(f"wrote {out}" + ("" if args.claim == "default" else f"; include it from {f.path} to use it"))

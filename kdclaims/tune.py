@@ -102,12 +102,16 @@ def tune(claim: Claim, ctx, grid: dict[str, list[dict[str, Any]]], *, validation
 
 
 def git_commit() -> str:
+    """The checkout's commit, ``+dirty`` when tracked files differ from it; "unknown" outside a git checkout."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=here)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, cwd=here)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    commit = head.stdout.strip()
+    return (commit + ("+dirty" if dirty.stdout.strip() else "")) if head.returncode == 0 and commit else "unknown"
 
 
 def _fmt(params: dict[str, Any]) -> str:
@@ -151,17 +155,17 @@ def _method_entry(m: MethodSpec, params: dict[str, Any] | None) -> Any:
 
 
 HEADER = """\
-# Written by `kdclaims tune`; rerun it rather than editing by hand. Included by _base/tiers.yaml.
+# Written by `kdclaims tune`; rerun it rather than editing by hand. {used_by}
 # Distillation weights chosen on a validation share of the *training* images, before any probe runs: no probe
 # output and no test image can influence them (docs/adding-a-claim.md). Provenance: tiers.<tier>.notes.
 """
 
 
-def write_tuned(doc: dict[str, Any], path: Path) -> None:
+def write_tuned(doc: dict[str, Any], path: Path, used_by: str = "Included by _base/tiers.yaml.") -> None:
     from kdclaims.atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, HEADER + yaml.safe_dump(doc, sort_keys=False, width=120))
+    atomic_write_text(path, HEADER.format(used_by=used_by) + yaml.safe_dump(doc, sort_keys=False, width=120))
 
 
 __all__ = ("DEFAULT_GRID", "ArmResult", "load_grid", "tune", "tuned_document", "write_tuned")
