@@ -126,3 +126,44 @@ def test_declared_families_name_real_items_and_cover_the_papers_claims():
         names = {name for (t, name), it in items.items() if t == tier and "examples" not in it.file.parts}
         assert declared == names, f"{tier}: declared minus items {declared - names}, items missing {names - declared}"
     assert all(it.claim.family is None for (t, _), it in items.items() if t == "smoke")
+
+
+def test_the_report_carries_both_answers_power_premises_and_family(tmp_path):
+    """report.json validates with both intervals, the deciding one, the MDE, the premises apart and the family;
+    markdown and the terminal table show them. Checked: with the report schema's new fields removed the report
+    does not validate, and without ``split_expectations`` the markdown has no premises section."""
+    from kdclaims.report.collect import build_report
+    from kdclaims.report.markdown import render_markdown
+    from kdclaims.report.render import parse_report
+    from kdclaims.report.terminal import render_terminal
+    from kdclaims.runner import ItemResult, report_item
+
+    fam = "family: {name: test-family, members: [verdicts, other]}\n"
+    claim = _claim(tmp_path, PREMISE, extra=fam)
+    m = _measured(0.2, teacher_gain=-0.3)
+    out = evaluate(claim, m)
+    entry = report_item(claim, nodeid="claims/x.yaml::verdicts[smoke]", outcome="failed", verdict=out.verdict,
+                        result=ItemResult(claim, out, m, 1.0, []))
+    report = parse_report(build_report([entry], command="pytest"))
+    item = report.items[0]
+    assert item.verdict == "inconclusive" and item.premises_failed == ["teacher beats Ind"]
+    assert item.verdict_text == "inconclusive (premise failed: teacher beats Ind)"
+    assert item.family.name == "test-family" and item.family.size == 2 and item.family.alpha == pytest.approx(0.025)
+    assert item.family.p_holm_run == pytest.approx(1.0)  # premise failed: p = 1; the member not run counts as 1
+    own = next(e for e in item.expectations if not e.premise)
+    assert own.decided_by == "seeds" and own.seed_level.df == 4 and own.mde > 0
+    assert (own.ci_low, own.ci_high) == (own.seed_level.ci_low, own.seed_level.ci_high)
+    assert own.image_level.method.startswith("image bootstrap") and own.image_level.ci_low is not None
+    md = render_markdown(report)
+    assert "*premises (judged first" in md and "*the claim's tests*" in md
+    assert "these checkpoints [CI]" in md and "test-family (2 items)" in md and "premise failed: teacher beats Ind" in md
+    assert "premise failed: teacher beats Ind" in render_terminal(report, width=200)
+
+
+def test_holm_over_the_run_counts_declared_members_not_run_as_one():
+    from kdclaims.report.collect import family_holm
+
+    items = [{"tier": "cpu", "family": {"name": "f", "size": 4, "member": True, "p": p}} for p in (0.01, 0.02)]
+    items.append({"tier": "cpu", "family": {"name": "f", "size": 1, "member": False, "p": 0.001}})
+    family_holm(items)
+    assert [i["family"].get("p_holm_run") for i in items] == [pytest.approx(0.04), pytest.approx(0.06), None]
