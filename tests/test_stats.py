@@ -24,6 +24,7 @@ from kdclaims.stats import (
     replicates_from_indices,
     seed_answer,
     seed_level,
+    t_bounds,
     t_p,
     two_way_bootstrap,
 )
@@ -163,8 +164,20 @@ def test_seed_level_is_the_one_sample_t_on_per_seed_contrasts():
     assert sl.estimate == pytest.approx(d.mean()) and sl.df == 3 and sl.n_seeds == 4
     assert sl.var_seed == pytest.approx(d.var(ddof=1) / 4)
     ref = sps.ttest_1samp(d, 0.0, alternative="greater").pvalue
-    assert float(t_p(sl.estimate, sl.var_seed, sl.df, 0.0, "greater")) == pytest.approx(ref)
+    assert t_p(sl.estimate, sl.var_seed, 0.0, sl.df, 0.0, "greater") == pytest.approx(ref)
     assert sl.var >= sl.var_seed
+
+
+@pytest.mark.parametrize("var_seed, var_images", [(4e-4, 1e-4), (1e-4, 4e-4), (2e-4, 0.0), (0.0, 2e-4)])
+def test_p_value_is_the_level_where_the_bound_touches_the_threshold(var_seed, var_images):
+    """p and the interval answer the same question: at α = p the lower bound equals the threshold (so a verdict
+    from the interval at any level agrees with p ≤ level), and p of the other side is 1 − p."""
+    est, df = 0.03, 2.0
+    p = t_p(est, var_seed, var_images, df, 0.0, "greater")
+    assert 0 < p < 0.5
+    lo, _ = t_bounds(est, var_seed, var_images, df, p)
+    assert lo == pytest.approx(0.0, abs=1e-9)
+    assert t_p(est, var_seed, var_images, df, 0.0, "less") == pytest.approx(1 - p)
 
 
 def test_image_term_shared_by_all_seeds_widens_the_seed_interval():
