@@ -126,8 +126,9 @@ def report_item(claim: Claim, *, nodeid: str, outcome: str, verdict: str, messag
         "paper_ref": claim.paper.model_dump(), "statement": claim.statement,
         "setup": {"teacher": s.teacher.arch, "student": s.student.arch, "methods": [m.name for m in s.methods],
                   "data": s.data.name, "seeds": list(s.seeds)},
-        "statistic": (f"verdict: t over training seeds (df S-1); these checkpoints: image bootstrap "
-                      f"({claim.significance.method}, {claim.significance.resamples} resamples); "
+        "statistic": (f"verdict: over training seeds (t, S-1 df, plus the image term all seeds share); these "
+                      f"checkpoints: image bootstrap ({claim.significance.method}, {claim.significance.resamples} "
+                      f"resamples); "
                       f"alpha {claim.significance.alpha}"),
         "metric": None, "measured": None, "ci_low": None, "ci_high": None, "p_value": None, "p_holm": None,
         "paper": None, "n_images": None, "n_seeds": None, "seconds": round(seconds, 3),
