@@ -286,7 +286,8 @@ def _interval(
     """(q_lo, q_hi, method used): the α and 1 − α bootstrap quantiles.
 
     percentile: q_lo = Q(α), q_hi = Q(1 − α) of the replicates.
-    bca: Q(Φ(z0 + (z0 + z)/(1 − a(z0 + z)))) for z = z_α, z_{1−α}, with bias z0 = Φ⁻¹((#{θ* < θ̂} + #{θ* = θ̂}/2)/B) (ties count half: 0/1 data tie often) and
+    bca: Q(Φ(z0 + (z0 + z)/(1 − a(z0 + z)))) for z = z_α, z_{1−α}, with bias
+    z0 = Φ⁻¹((#{θ* < θ̂} + #{θ* = θ̂}/2)/B) (ties count half, as scipy does: 0/1 data tie often) and
     acceleration a = Σ d_i³ / (6 (Σ d_i²)^{3/2}), d_i = mean(θ_(·)) − θ_(i) from the leave-one-image-out
     jackknife. BCa is done only with one image set and one seed row per term (the jackknife over crossed
     images x seeds is not standard); otherwise, or if z0 is infinite or the adjustment degenerates, the
@@ -399,7 +400,8 @@ def t_p(est: float, var_seed: float, var_images: float, df: float, threshold: fl
 
 
 def mde(var_seed, var_images, df, alpha: float, power: float = 0.8):
-    """Minimum detectable effect at ``power``: √((t_{1−α,ν} + t_{power,ν})² V_seed + (z_{1−α} + z_{power})² V_images)."""
+    """Minimum detectable effect at ``power``:
+    √((t_{1−α,ν} + t_{power,ν})² V_seed + (z_{1−α} + z_{power})² V_images)."""
     t = sps.t.isf(alpha, df) + sps.t.ppf(power, df)
     z = sps.norm.isf(alpha) + sps.norm.ppf(power)
     return np.sqrt(t**2 * var_seed + z**2 * var_images)

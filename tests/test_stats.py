@@ -55,7 +55,8 @@ def test_planted_effect_is_supported_and_its_mirror_refuted():
     assert up.verdict == "supported" and up.ci_low > 0 and up.p_value < ALPHA
     assert up.ci_low <= up.estimate <= up.ci_high
     assert abs(up.estimate - 0.2) < 0.1
-    assert (up.n_units, up.n_seeds, up.kind, up.method, up.decided_by) == (400, 5, "directional", "t over seeds", "seeds")
+    assert (up.n_units, up.n_seeds, up.kind) == (400, 5, "directional")
+    assert (up.method, up.decided_by) == ("t over seeds", "seeds")
     assert up.image_level["verdict"] == "supported" and up.image_level["method"] == "image bootstrap, percentile"
     assert up.mde == pytest.approx(up.seed_level["mde"]) and up.mde > 0
     down = directional_test(terms, alternative="less", alpha=ALPHA, resamples=400, rng=1)

@@ -1,4 +1,4 @@
-"""Assemble report.json from the items of a run (with Holm over each declared family, for information) and write it safely."""
+"""Assemble report.json from the items of a run (Holm over each declared family, for information); write it safely."""
 
 from __future__ import annotations
 

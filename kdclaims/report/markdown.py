@@ -256,7 +256,8 @@ def render_markdown(report: Report | Mapping[str, Any]) -> str:
         *_table(SUMMARY_HEADER, summary_rows(report, slugs), "llllrrrrrl"),
         "",
         "One row per item, showing its headline expectation; family p is the p its verdict used, adjusted for the "
-        "tier's declared family. " + STATISTICS_NOTE + " Paper values come from the paper's own setting: beside smoke and cpu items they are a reference, not a "
+        "tier's declared family. " + STATISTICS_NOTE + " Paper values come from the paper's own setting: beside "
+        "smoke and cpu items they are a reference, not a "
         "target. Figures are in `report.html` (self-contained) and `figures/`.",
         "",
         "## Claims",
