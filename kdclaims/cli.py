@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except Missing as e:
             print(f"{name}: cannot run here, needs: {e}", file=sys.stderr)
             return 2
-        print(f"\n{name}: {it.claim.title}\n{format_outcome(result)}\nverdict: {result.verdict.upper()}")
+        print(f"\n{name}: {it.claim.title}\n{format_outcome(result)}\nverdict: {result.outcome.verdict_text.upper()}")
         trained = sum(e["source"] == "trained" for e in result.events)
         print(f"({len(result.events)} models: {trained} trained, {len(result.events) - trained} from cache or files; "
               f"{result.seconds:.1f}s)")

@@ -247,8 +247,8 @@ class ClaimTestItem(pytest.Item):
         if verdict == "supported" or (verdict == "inconclusive" and state.allow_inconclusive):
             self._record(state, "passed", verdict, "", result, t0)
             return
-        self._record(state, "failed", verdict, f"claim {verdict}", result, t0)
-        pytest.fail(f"{claim.id}[{spec.name}]: {verdict.upper()}\n{table}", pytrace=False)
+        self._record(state, "failed", verdict, f"claim {result.outcome.verdict_text}", result, t0)
+        pytest.fail(f"{claim.id}[{spec.name}]: {result.outcome.verdict_text.upper()}\n{table}", pytrace=False)
 
     def _record(self, state: KDState, outcome: str, verdict: str, message: str, result, t0: float) -> None:
         from kdclaims.runner import report_item
@@ -324,11 +324,24 @@ def _group(spec: SpecItem) -> str:
 
 
 def format_outcome(result) -> str:
-    rows = [f"  {'expectation':40s} {'measured':>10s} {'CI':>22s} {'p':>8s} {'paper':>8s}  verdict"]
-    for e in result.outcome.expectations:
+    """One line per expectation (premises first, marked): the deciding answer, the family-level α it used, its
+    minimum detectable effect, the image-level answer ("these checkpoints"); then the family and verdict."""
+    out = result.outcome
+    rows = [f"  {'expectation':40s} {'measured':>10s} {'CI (decides)':>22s} {'p':>8s} {'alpha':>7s} {'MDE':>7s} "
+            f"{'paper':>8s}  verdict  [these checkpoints: CI]"]
+    for e in sorted(out.expectations, key=lambda e: not e.premise):
         paper = "" if e.paper is None else f"{e.paper:.4g}"
-        rows.append(f"  {e.label[:40]:40s} {e.measured:10.4g} [{e.ci_low:9.4g}, {e.ci_high:9.4g}] "
-                    f"{e.p_value:8.3g} {paper:>8s}  {e.verdict}")
+        mde = "" if e.mde is None else f"{e.mde:.3g}"
+        img = e.image_level or {}
+        label = ("premise: " if e.premise else "") + e.label
+        by = {"seeds": "seeds", "images": "images", "none": "1 seed"}.get(e.decided_by, e.decided_by)
+        rows.append(f"  {label[:40]:40s} {e.measured:10.4g} [{e.ci_low:9.4g}, {e.ci_high:9.4g}] "
+                    f"{e.p_value:8.3g} {e.alpha:7.3g} {mde:>7s} {paper:>8s}  {e.verdict} ({by})"
+                    + (f"  [{img['ci_low']:.4g}, {img['ci_high']:.4g}]" if img and e.decided_by != "images" else ""))
+    fam = out.family
+    if fam:
+        rows.append(f"  family: {fam['name'] or 'none (judged alone)'}, size {fam['size']}, level {fam['alpha']:.3g}"
+                    f"; verdict: {out.verdict_text}")
     return "\n".join(rows)
 
 

@@ -18,7 +18,7 @@ from kdclaims.spec.schema import Claim
 from kdclaims.store import recipe_key
 
 log = logging.getLogger("kdclaims.runner")
-PROBE_FORMAT = 1
+PROBE_FORMAT = 2  # 2: localisation's Ind-vs-Ind control has a row per pair of seeds
 
 
 class Missing(Exception):
@@ -112,7 +112,7 @@ def run_claim(claim: Claim, ctx: RunContext, *, use_probe_cache: bool = True) ->
         ctx.store.save_measurements(key, m)
     else:
         log.info("probe cache hit: %s[%s]", claim.id, claim.tier)
-    outcome = evaluate(claim, m)
+    outcome = evaluate(claim, m, events=bank.events)
     return ItemResult(claim, outcome, m, time.time() - t0, bank.events, cached)
 
 
@@ -126,8 +126,10 @@ def report_item(claim: Claim, *, nodeid: str, outcome: str, verdict: str, messag
         "paper_ref": claim.paper.model_dump(), "statement": claim.statement,
         "setup": {"teacher": s.teacher.arch, "student": s.student.arch, "methods": [m.name for m in s.methods],
                   "data": s.data.name, "seeds": list(s.seeds)},
-        "statistic": (f"two-way bootstrap over {' x '.join(claim.significance.unit)}, {claim.significance.method}, "
-                      f"{claim.significance.resamples} resamples, alpha {claim.significance.alpha}"),
+        "statistic": (f"verdict: over training seeds (t, S-1 df, plus the image term all seeds share); these "
+                      f"checkpoints: image bootstrap ({claim.significance.method}, {claim.significance.resamples} "
+                      f"resamples); "
+                      f"alpha {claim.significance.alpha}"),
         "metric": None, "measured": None, "ci_low": None, "ci_high": None, "p_value": None, "p_holm": None,
         "paper": None, "n_images": None, "n_seeds": None, "seconds": round(seconds, 3),
         "expectations": [], "arms": {}, "figure": claim.report.model_dump(), "extras": {},
@@ -137,6 +139,9 @@ def report_item(claim: Claim, *, nodeid: str, outcome: str, verdict: str, messag
         item.update(metric=h.metric, measured=h.measured, ci_low=h.ci_low, ci_high=h.ci_high, p_value=h.p_value,
                     paper=h.paper, n_images=h.n_images, n_seeds=h.n_seeds)
         item["expectations"] = [e.to_dict() for e in result.outcome.expectations]
+        item["verdict_text"] = result.outcome.verdict_text
+        item["premises_failed"] = list(result.outcome.premises_failed)
+        item["family"] = dict(result.outcome.family)
         item["arms"] = result.outcome.arms
         item["extras"] = {**result.measurements.extras, "models": result.events, "probe_cached": result.probe_cached}
         if not item["figure"]["metrics"]:

@@ -3,8 +3,9 @@
 For image i, seed s and the ground-truth class: ``c_arm = cos(CAM_T, CAM_arm,s)`` (flattened maps).
 
 - ``closer[arm]`` (every arm but ``independent``): 1 if ``c_arm > c_independent`` (same seed), 0.5 on a tie,
-  else 0. Arm ``ind_vs_ind`` (the control): for consecutive seeds, 1 if ``c_ind,s_k > c_ind,s_k+1``, one row
-  per pair (needs two seeds).
+  else 0. Arm ``ind_vs_ind`` (the control): for every pair of seeds j < k, 1 if ``c_ind,j > c_ind,k``; one row
+  per pair (needs two seeds), with ``extras["row_seeds"]["closer"]["ind_vs_ind"]`` = the pairs of seed indices,
+  so the statistics infer over seeds (the delete-one-seed jackknife; one pair has no seed-level answer).
 - ``cam_similarity[arm]``: ``c_arm`` itself, for figures.
 
 A student map that is all zero has cosine 0 to anything; an image whose teacher map is all zero has no value
@@ -13,6 +14,7 @@ A student map that is all zero has cosine 0 to anything; an image whose teacher 
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -112,7 +114,9 @@ def localisation(bank: ModelBank, params: dict[str, Any]) -> Measurements:
                 out.add("closer", arm, closer(sims[arm], sims[INDEPENDENT]))
         ind = sims[INDEPENDENT]
         if n_seeds >= 2:
-            out.add("closer", CONTROL, np.stack([closer(ind[k], ind[k + 1]) for k in range(n_seeds - 1)]))
+            pairs = list(combinations(range(n_seeds), 2))
+            out.add("closer", CONTROL, np.stack([closer(ind[j], ind[k]) for j, k in pairs]))
+            out.extras["row_seeds"] = {"closer": {CONTROL: [list(p) for p in pairs]}}
         else:
             notes.append(f"control '{CONTROL}' omitted: it needs two seeds, the bank has {n_seeds}")
     else:

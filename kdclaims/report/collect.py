@@ -1,4 +1,4 @@
-"""Assemble report.json from the items of a run (Holm-adjusted over the whole family) and write it safely."""
+"""Assemble report.json from the items of a run (Holm over each declared family, for information); write it safely."""
 
 from __future__ import annotations
 
@@ -34,20 +34,30 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def build_report(items: list[dict[str, Any]], *, command: str) -> dict[str, Any]:
-    """Order items by node id, adjust every expectation's p-value with Holm over all of them, and set each
-    item's headline ``p_holm``."""
-    items = sorted((json.loads(json.dumps(i)) for i in items), key=lambda i: i["nodeid"])
-    refs = [(i, j) for i, it in enumerate(items) for j, _ in enumerate(it.get("expectations", []))]
-    ps = [items[i]["expectations"][j].get("p_value") for i, j in refs]
-    adjusted = holm([p if isinstance(p, (int, float)) and p is not None else float("nan") for p in ps]) if refs else []
-    for (i, j), p in zip(refs, adjusted):
-        items[i]["expectations"][j]["p_holm"] = None if math.isnan(p) else float(p)
+def family_holm(items: list[dict[str, Any]]) -> None:
+    """For information beside the verdict: ``family.p_holm_run``, Holm over the items of each declared family in
+    this run (one p per item; declared members that did not run count as p = 1). Verdicts do not use it: each
+    item is decided when it finishes, at α/m (docs/statistics.md)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for it in items:
-        exps = it.get("expectations") or []
-        head = next((e for e in exps if e.get("label") and e.get("measured") == it.get("measured")
-                     and e.get("metric") == it.get("metric")), None)
-        it["p_holm"] = head.get("p_holm") if head else None
+        fam = it.get("family") or {}
+        if fam.get("member") and isinstance(fam.get("p"), (int, float)):
+            groups.setdefault((it.get("tier", ""), fam["name"]), []).append(it)
+    for members in groups.values():
+        size = members[0]["family"]["size"]
+        ps = [m["family"]["p"] for m in members] + [1.0] * max(0, size - len(members))
+        for m, p in zip(members, holm(ps)):
+            m["family"]["p_holm_run"] = float(p)
+
+
+def build_report(items: list[dict[str, Any]], *, command: str) -> dict[str, Any]:
+    """Order items by node id; each item's ``p_holm`` is its family-adjusted p (from its headline expectation);
+    ``family.p_holm_run`` is Holm over the family's items in this run (``family_holm``)."""
+    items = sorted((json.loads(json.dumps(i)) for i in items), key=lambda i: i["nodeid"])
+    family_holm(items)
+    for it in items:
+        fam = it.get("family") or {}
+        it["p_holm"] = fam.get("p_adjusted") if it.get("expectations") else None
     return _clean({
         "version": REPORT_VERSION,
         "kdclaims_version": __version__,

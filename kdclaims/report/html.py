@@ -9,7 +9,8 @@ from typing import Any
 
 from kdclaims.report.figures import figure_png
 from kdclaims.report.markdown import (
-    DASH, EXPECTATION_HEADER, SUMMARY_HEADER, expectation_row, fmt_delta, fmt_estimate, fmt_num, fmt_p, fmt_ref,
+    DASH, EXPECTATION_HEADER, STATISTICS_NOTE, SUMMARY_HEADER, expectation_row, fmt_family, split_expectations,
+    verdict_words, fmt_delta, fmt_estimate, fmt_num, fmt_p, fmt_ref,
     fmt_seconds, fmt_setup,
 )
 from kdclaims.report.schema import TIERS, VERDICTS, Report, ReportItem, as_report
@@ -113,6 +114,8 @@ def _item(item: ReportItem, slug: str, png: bytes | None) -> str:
     if item.paper_ref:
         meta.append("paper " + escape(fmt_ref(item.paper_ref)))
     parts.append(f"<p>{' · '.join(meta)}</p>\n")
+    if item.premises_failed:
+        parts.append(f"<p><strong>{escape(verdict_words(item))}</strong></p>\n")
     if item.title:
         parts.append(f"<p><strong>{escape(item.title)}</strong></p>\n")
     if item.statement:
@@ -122,17 +125,20 @@ def _item(item: ReportItem, slug: str, png: bytes | None) -> str:
     info = [(k, escape(v)) for k, v in fmt_setup(item)]
     if item.statistic:
         info.append(("statistic", escape(item.statistic)))
+    if fmt_family(item):
+        info.append(("family", escape(fmt_family(item))))
     if item.n_images is not None or item.n_seeds is not None:
         info.append(("units", escape(f"{item.n_images if item.n_images is not None else DASH} images × "
                                      f"{item.n_seeds if item.n_seeds is not None else DASH} seeds")))
     info.append(("node", f"<code>{escape(item.nodeid)}</code>"))
     info += _extras(item)
     parts.append(_kv(info))
-    if item.expectations:
-        rows = [[escape(c) for c in expectation_row(e)] for e in item.expectations]
-        for r, e in zip(rows, item.expectations):
+    for heading, exps in split_expectations(item):
+        rows = [[escape(c) for c in expectation_row(e)] for e in exps]
+        for r, e in zip(rows, exps):
             r[-1] = _badge(e.verdict)
-        parts.append(_table(EXPECTATION_HEADER, rows, numeric={3, 4, 5, 6, 7, 8, 9}))
+        parts.append(f'<p class="muted">{escape(heading)}</p>\n')
+        parts.append(_table(EXPECTATION_HEADER, rows, numeric={3, 4, 6, 7, 8, 9, 10, 11, 12}))
     if png is not None:
         data = base64.b64encode(png).decode("ascii")
         parts.append(f'<img class="figure" alt="{escape(item.figure.kind)} figure for {escape(item.label)}" '
@@ -165,7 +171,8 @@ def render_html(report: Report | Mapping[str, Any], pngs: Mapping[str, bytes | N
         _counts(report),
         '<h2 id="summary">Summary</h2>\n',
         '<p class="muted">One row per item, showing its headline expectation (the one that decided the verdict); '
-        "Δ = measured − paper; Holm p is Holm-adjusted over the run's family of tests. Paper values come from "
+        "Δ = measured − paper; family p is the p its verdict used, adjusted for the tier's declared family. "
+        + escape(STATISTICS_NOTE) + " Paper values come from "
         "the paper's own setting: beside smoke and cpu items they are a reference, not a target.</p>\n",
         _summary(report, slugs),
     ]

@@ -152,23 +152,63 @@ def summary_rows(report: Report, slugs: list[str]) -> list[list[str]]:
     return rows
 
 
-SUMMARY_HEADER = ["claim", "paper ref", "tier", "setting", "paper", "measured [CI]", "Δ", "p", "Holm p", "verdict"]
-EXPECTATION_HEADER = ["expectation", "metric", "test", "measured [CI]", "paper", "Δ", "p", "Holm p", "α",
-                      "images × seeds", "CI method", "verdict"]
+SUMMARY_HEADER = ["claim", "paper ref", "tier", "setting", "paper", "measured [CI]", "Δ", "p", "family p", "verdict"]
+EXPECTATION_HEADER = ["expectation", "metric", "test", "measured [CI]", "these checkpoints [CI]", "decided by",
+                      "MDE (80 %)", "paper", "Δ", "p", "family p", "α", "images × seeds", "CI method", "verdict"]
+EXPECTATION_ALIGN = "lll" + "rrl" + "r" * 7 + "ll"
+DECIDED_BY = {"seeds": "seeds (the method)", "images": "images (fixed models)", "none": "one seed: none"}
+STATISTICS_NOTE = ("measured [CI] is the answer that decides: over training seeds (the method: would another "
+                   "training run agree?); these checkpoints [CI] is the image-level interval for the trained models "
+                   "as they are. MDE: the smallest effect this staging detects with 80 % power. family p: the p "
+                   "the verdict used, adjusted for the tier's declared family (docs/statistics.md).")
 
 
 def expectation_row(e: Expectation) -> list[str]:
     """One expectation as table cells (unescaped text), in ``EXPECTATION_HEADER`` order."""
     n = DASH if e.n_images is None and e.n_seeds is None else f"{e.n_images or DASH} × {e.n_seeds or DASH}"
-    return [e.label, e.metric, fmt_test(e), fmt_estimate(e.measured, e.ci_low, e.ci_high), fmt_num(e.paper),
+    img = e.image_level
+    checkpoints = DASH if img is None or e.decided_by == "images" else fmt_estimate(img.estimate, img.ci_low,
+                                                                                     img.ci_high)
+    return [e.label, e.metric, fmt_test(e), fmt_estimate(e.measured, e.ci_low, e.ci_high), checkpoints,
+            DECIDED_BY.get(e.decided_by or "", DASH), fmt_num(e.mde), fmt_num(e.paper),
             fmt_delta(e.measured, e.paper), fmt_p(e.p_value), fmt_p(e.p_holm), fmt_num(e.alpha), n,
             e.method or DASH, e.verdict]
+
+
+def split_expectations(item: ReportItem) -> list[tuple[str, list[Expectation]]]:
+    """(heading, expectations): the premises (judged first) apart from the claim's own tests."""
+    premises = [e for e in item.expectations if e.premise]
+    tests = [e for e in item.expectations if not e.premise]
+    groups = [("premises (judged first; a failed premise makes the item inconclusive)", premises),
+              ("the claim's tests", tests)]
+    return [(h, es) for h, es in groups if es]
+
+
+def fmt_family(item: ReportItem) -> str | None:
+    """The item's family and the level its tests used, e.g. ``paper-cpu (16 items): tested at α/16 = 0.0031;
+    p 0.002, adjusted 0.032; Holm over this run 0.030``."""
+    f = item.family
+    if f is None:
+        return None
+    if not f.member:
+        return f"none: judged alone at α = {fmt_num(f.alpha)}"
+    text = f"{f.name} ({f.size} items): tested at α/{f.size} = {fmt_num(f.alpha)}"
+    if _is_num(f.p):
+        text += f"; p {fmt_p(f.p)}, adjusted {fmt_p(f.p_adjusted)}"
+    if _is_num(f.p_holm_run):
+        text += f"; Holm over this run {fmt_p(f.p_holm_run)} (information)"
+    return text
+
+
+def verdict_words(item: ReportItem) -> str:
+    return item.verdict_text or item.verdict
 
 
 def _item_md(it: ReportItem, slug: str) -> list[str]:
     title = f" — {md_escape(it.title)}" if it.title else ""
     head = [f'<a id="{slug}"></a>', "", f"### {md_escape(it.label)}{title}", ""]
-    meta = [f"**{verdict_md(it.verdict)}**", f"outcome {it.outcome}", fmt_seconds(it.seconds)]
+    meta = [f"**{VERDICT_MARK.get(it.verdict, '')} {md_escape(verdict_words(it))}**", f"outcome {it.outcome}",
+            fmt_seconds(it.seconds)]
     if it.paper_ref:
         meta.append(f"paper {md_escape(fmt_ref(it.paper_ref))}")
     lines = head + [" · ".join(meta), ""]
@@ -179,12 +219,17 @@ def _item_md(it: ReportItem, slug: str) -> list[str]:
         lines += ["- **setup**: " + "; ".join(f"{k} {md_escape(v)}" for k, v in setup)]
     if it.statistic:
         lines += [f"- **statistic**: {md_escape(it.statistic)}"]
+    family = fmt_family(it)
+    if family:
+        lines += [f"- **family**: {md_escape(family)}"]
+    if it.premises_failed:
+        lines += [f"- **premises failed**: {md_escape('; '.join(it.premises_failed))}"]
     lines += [f"- **node**: `{it.nodeid.replace('`', '')}`", ""]
-    if it.expectations:
-        rows = [[md_escape(c) for c in expectation_row(e)] for e in it.expectations]
-        for r, e in zip(rows, it.expectations):
+    for heading, exps in split_expectations(it):
+        rows = [[md_escape(c) for c in expectation_row(e)] for e in exps]
+        for r, e in zip(rows, exps):
             r[-1] = verdict_md(e.verdict)
-        lines += _table(EXPECTATION_HEADER, rows, "lll" + "r" * 7 + "ll") + [""]
+        lines += [f"*{heading}*", ""] + _table(EXPECTATION_HEADER, rows, EXPECTATION_ALIGN) + [""]
     if it.message:
         lines += [_fence(it.message), ""]
     return lines
@@ -210,8 +255,9 @@ def render_markdown(report: Report | Mapping[str, Any]) -> str:
         "",
         *_table(SUMMARY_HEADER, summary_rows(report, slugs), "llllrrrrrl"),
         "",
-        "One row per item, showing its headline expectation; Holm p is Holm-adjusted over the run's family of tests. "
-        "Paper values come from the paper's own setting: beside smoke and cpu items they are a reference, not a "
+        "One row per item, showing its headline expectation; family p is the p its verdict used, adjusted for the "
+        "tier's declared family. " + STATISTICS_NOTE + " Paper values come from the paper's own setting: beside "
+        "smoke and cpu items they are a reference, not a "
         "target. Figures are in `report.html` (self-contained) and `figures/`.",
         "",
         "## Claims",

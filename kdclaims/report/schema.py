@@ -60,12 +60,49 @@ class Setup(_Strict):
     seeds: list[int] = Field(default_factory=list)
 
 
+class Answer(_Strict):
+    """One of a test's two answers: ``seed_level`` (the method: t over training seeds, df = S - 1) or
+    ``image_level`` (these checkpoints: the image bootstrap with the models fixed)."""
+
+    estimate: Number = None
+    ci_low: Number = None
+    ci_high: Number = None
+    p_value: Number = None
+    verdict: ExpectationVerdict | None = None
+    se: Number = None
+    se_seeds: Number = None
+    se_images: Number = None
+    df: Number = None
+    n_seeds: int | None = None
+    resamples: int | None = None
+    mde: Number = None
+    method: str | None = None
+
+
+class Family(_Strict):
+    """The declared family an item is judged in (docs/statistics.md): ``alpha`` = the level its claim tests
+    used (α/size), ``p`` its one p (the largest of its expectations'), ``p_adjusted`` = min(1, size·p) (what the
+    verdict used), ``p_holm_run`` Holm over the family's items of this run (for information)."""
+
+    name: str | None = None
+    size: int = 1
+    member: bool = False
+    alpha: Number = None
+    rule: str | None = None
+    p: Number = None
+    p_adjusted: Number = None
+    p_holm_run: Number = None
+
+
 class Expectation(_Strict):
     """One tested comparison of a claim and its statistics.
 
     ``kind``: ``greater`` (measured > threshold), ``less`` (measured < threshold) or ``equivalent``
     (|measured - threshold| < margin); ``measured`` is the statistic (e.g. a mean paired difference),
-    ``ci_low``/``ci_high`` its confidence interval, ``p_holm`` the Holm-adjusted p over the report's family.
+    ``ci_low``/``ci_high`` the interval of the answer that decided (``decided_by``: ``seeds`` = the method,
+    ``images`` = fixed models only, ``none`` = one seed, inconclusive), ``seed_level``/``image_level`` both
+    answers, ``mde`` the minimum detectable effect at 80 % power, ``p_holm`` the family-adjusted p the verdict
+    used (min(1, m·p); None for a premise). A ``premise`` is judged at ``alpha`` before the claim's own tests.
     """
 
     label: str
@@ -83,7 +120,12 @@ class Expectation(_Strict):
     alpha: Number = None
     n_images: int | None = None
     n_seeds: int | None = None
-    method: str | None = Field(default=None, description='CI method, e.g. "percentile", "BCa", "wilson"')
+    method: str | None = Field(default=None, description='CI method, e.g. "t over seeds", "image bootstrap, percentile"')
+    premise: bool = False
+    decided_by: Literal["seeds", "images", "none"] | None = None
+    mde: Number = None
+    seed_level: Answer | None = None
+    image_level: Answer | None = None
 
 
 class ArmStat(_Strict):
@@ -129,6 +171,9 @@ class ReportItem(_Strict):
     recipe: RecipeName | None = None
     outcome: Outcome
     verdict: Verdict
+    verdict_text: str = Field("", description='the verdict in words, e.g. "inconclusive (premise failed: ...)"')
+    premises_failed: list[str] = Field(default_factory=list)
+    family: Family | None = None
     message: str = ""
     paper_ref: PaperRef | None = None
     statement: str = ""

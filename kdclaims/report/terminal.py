@@ -40,7 +40,8 @@ def render_terminal(report: Report | Mapping[str, Any], width: int = 100, color:
     """Plain text, no line longer than ``width`` (ANSI colour codes on verdicts when ``color``, not counted).
 
     Lists every item that ran (verdict other than ``skipped``): ``claim[tier/setting]``, measured [CI], paper,
-    verdict. Skipped items are only counted; their reasons are in report.md/report.html. ``report`` may also be
+    verdict; then each item whose premise failed, and each declared family with the level its members were
+    tested at. Skipped items are only counted; their reasons are in report.md/report.html. ``report`` may also be
     the decoded report.json dict.
     """
     report = as_report(report)
@@ -77,6 +78,17 @@ def render_terminal(report: Report | Mapping[str, Any], width: int = 100, color:
 
         lines.append(row("claim", "measured [CI]", "paper", "verdict", None))
         lines += [row(c, m, p, v, v) for c, m, p, v in rows]
+    for it in ran:
+        if it.premises_failed:
+            lines.append(_clip(f"{it.label}: {it.verdict_text}", width))
+    families: dict[tuple[str, str], list] = {}
+    for it in report.items:
+        if it.family is not None and it.family.member:
+            families.setdefault((it.tier, it.family.name), []).append(it)
+    for (tier, name), items in families.items():
+        f = items[0].family
+        lines.append(_clip(f"family {name}: {f.size} items, each tested at alpha/{f.size} = {fmt_num(f.alpha)}; "
+                           f"{len(items)} in this run (docs/statistics.md)", width))
     skipped = total["skipped"]
     if skipped:
         lines.append(_clip(f"{skipped} skipped item{'s' if skipped != 1 else ''}: reasons in report.md", width))

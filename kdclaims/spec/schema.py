@@ -160,6 +160,8 @@ class Expect(Strict):
     numbers, and ``k*arm``; ``{method}`` (or ``distilled``) expands over ``per: method``.
     ``~=`` needs ``margin`` (an equivalence claim). ``paper`` is the paper's value of the left minus right
     side, shown beside ours. ``smoke: true`` asserts the direction at the smoke tier too (a planted effect).
+    ``premise: true`` makes it a precondition of the claim, judged first: if it is not supported the item is
+    inconclusive (premise failed), never refuted or supported.
     """
 
     metric: str
@@ -169,6 +171,7 @@ class Expect(Strict):
     paper: float | None = None
     label: str | None = None
     smoke: bool = False
+    premise: bool = False
     why: str | None = None
 
     @model_validator(mode="after")
@@ -191,6 +194,22 @@ class Significance(Strict):
     resamples: int = Field(10_000, ge=100, le=1_000_000)
     method: Literal["percentile", "bca"] = "percentile"
     unit: list[Literal["image", "seed"]] = Field(default_factory=lambda: ["image", "seed"])
+
+
+class FamilySpec(Strict):
+    """The claims a tier tests together, declared before any run: Bonferroni within it (docs/statistics.md).
+    ``members`` are item names: ``id``, or ``id[setting]`` for a claim with settings."""
+
+    name: str = Field(min_length=1)
+    members: list[str] = Field(min_length=1)
+
+    @field_validator("members")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        dup = sorted({m for m in v if v.count(m) > 1})
+        if dup:
+            raise ValueError(f"members listed twice: {dup}")
+        return v
 
 
 class FigureSpec(Strict):
@@ -223,6 +242,7 @@ class Claim(Strict):
     expect: list[Expect] = Field(min_length=1)
     reference: dict[str, Any] = Field(default_factory=dict)
     significance: Significance = Field(default_factory=Significance)
+    family: FamilySpec | None = None
     report: FigureSpec = Field(default_factory=FigureSpec)
     tags: list[str] = Field(default_factory=list)
     notes: dict[str, str] = Field(default_factory=dict)  # design choices with one-line reasons (eps, layer, ...)
@@ -242,4 +262,6 @@ class Claim(Strict):
                 check_names(e, arms, teachers)
             except ValueError as err:
                 raise ValueError(f"expect[{i}].compare: {err}") from None
+        if all(e.premise for e in self.expect):
+            raise ValueError("expect: every expectation is a premise; a claim needs at least one test of its own")
         return self
