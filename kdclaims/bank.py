@@ -45,6 +45,8 @@ class Bank:
         self._methods = {m.name: m for m in claim.setup.methods}
         self._models: dict[tuple[str, int | None], Classifier] = {}
         self._splits: dict[str, Split] = {}
+        self._read: dict[str, tuple[DataSpec, str]] = {}  # split key -> (spec, which) of every split built
+        self._prints: dict[str, str] = {}  # split key -> content fingerprint (``kdclaims.fingerprint``)
         self._keys: dict[tuple[str, int | None], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []  # one per model: name, seed, cache hit or trained
 
@@ -55,7 +57,32 @@ class Bank:
         k = f"{which}:{spec.model_dump_json()}"
         if k not in self._splits:
             self._splits[k] = build_dataset(spec.name, which, root=self.ctx.data_root, seed=0, **spec.params)
+            self._read[k] = (spec, which)
         return self._splits[k]
+
+    def data_fingerprint(self, spec: DataSpec, which: str) -> str:
+        """The content fingerprint of a split (built on first use): what enters the model keys."""
+        from kdclaims.fingerprint import split_fingerprint
+
+        k = f"{which}:{spec.model_dump_json()}"
+        if k not in self._prints:
+            self._prints[k] = split_fingerprint(self.split(spec, which))
+        return self._prints[k]
+
+    def reads(self) -> list[dict[str, Any]]:
+        """Every split this bank has built, with its fingerprint; the probe cache stores it with the measurements."""
+        return [{"which": which, "data": spec.key(), "sha": self.data_fingerprint(spec, which)}
+                for spec, which in list(self._read.values())]
+
+    def changed_reads(self, reads: list[dict[str, Any]]) -> list[str]:
+        """The splits among ``reads`` (see ``reads``) whose content differs now; reading them again raises what
+        reading bad data raises (missing files, truncated files)."""
+        changed = []
+        for r in reads:
+            spec = DataSpec.model_validate(r["data"])
+            if self.data_fingerprint(spec, r["which"]) != r["sha"]:
+                changed.append(f"{spec.name} ({r['which']})")
+        return changed
 
     def for_probe(self, probe) -> "Bank":
         """A view of this bank whose ``eval_split`` follows another probe spec (``extra_probes``)."""
@@ -104,9 +131,14 @@ class Bank:
     def _teacher_key(self, name: str) -> dict[str, Any]:
         t, data, recipe = self._teacher_spec(name)
         if t.weights:
-            return {"kind": "weights", "arch": t.arch, "params": t.params, "weights": t.weights, "data": data.key()}
-        return {"kind": "teacher", "arch": t.arch, "params": t.params, "data": data.key(), "recipe": recipe.key(),
-                "seed": t.seed, "tier": self.ctx.tier}
+            from kdclaims.fingerprint import weights_fingerprint
+            from kdclaims.models.weights import resolve_weights
+
+            return {"kind": "weights", "arch": t.arch, "params": t.params, "weights": t.weights, "data": data.key(),
+                    **weights_fingerprint(resolve_weights(t.weights, self.ctx.weights_dir))}
+        return {"kind": "teacher", "arch": t.arch, "params": t.params, "data": data.key(),
+                "data_sha": self.data_fingerprint(data, "train"), "recipe": recipe.key(), "seed": t.seed,
+                "tier": self.ctx.tier}
 
     def _teacher(self, name: str) -> Classifier:
         if (name, None) in self._models:
@@ -155,7 +187,8 @@ class Bank:
         s = self.claim.setup.student
         return {"kind": "student", "arch": s.arch, "params": s.params, "method": m.method, "method_params": m.params,
                 "teacher": self._teacher_key(m.teacher) if needs_teacher else None, "data": data.key(),
-                "recipe": recipe.key(), "seed": seed, "tier": self.ctx.tier}
+                "data_sha": self.data_fingerprint(data, "train"), "recipe": recipe.key(), "seed": seed,
+                "tier": self.ctx.tier}
 
     def _student(self, arm: str, seed: int) -> Classifier:
         if (arm, seed) in self._models:
