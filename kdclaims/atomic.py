@@ -18,8 +18,19 @@ import torch
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj, path)``, atomically. Returns the path."""
-    return _atomic_write(Path(path), lambda f: torch.save(obj, f), binary=True)
+    """``torch.save(obj, path)``, atomically. Returns the path. A write error inside ``torch.save`` (disk full,
+    quota) is raised as the ``OSError`` it was, naming ``path``, not as torch's ``RuntimeError``."""
+    return _atomic_write(Path(path), lambda f: _torch_save(obj, f, Path(path)), binary=True)
+
+
+def _torch_save(obj: Any, f: IO[bytes], path: Path) -> None:
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:  # torch's zip writer turns the file's OSError into "[enforce fail ...]"
+        cause = e.__context__
+        if isinstance(cause, OSError):
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from e
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
@@ -42,10 +53,15 @@ def move_aside(path: str | os.PathLike[str], label: str) -> Path:
 def _atomic_write(path: Path, write: Callable[[IO[Any]], object], *, binary: bool, encoding: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with _temp_beside(path) as tmp:
-        with open(tmp, "wb" if binary else "w", encoding=None if binary else encoding) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb" if binary else "w", encoding=None if binary else encoding) as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.filename is None:  # a write or flush error names no file: name the target
+                raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+            raise
         os.replace(tmp, path)
     _fsync_dir(path.parent)
     return path

@@ -276,6 +276,11 @@ class ClaimTestItem(pytest.Item):
             return f"{self.name}: smoke fixture missing: {excinfo.value}"
         if isinstance(excinfo.value, (pytest.fail.Exception, pytest.skip.Exception)):
             return super().repr_failure(excinfo, style=style)
+        from kdclaims.errors import InputError
+        from kdclaims.store import StoreError
+
+        if isinstance(excinfo.value, (InputError, StoreError)):  # the message names the file and the problem
+            return f"{self.name}: {excinfo.value}"
         # the last frames inside kdclaims (and below), not pytest's own machinery
         tb = traceback.format_exception(excinfo.value, limit=-10)
         return f"{self.name}: {type(excinfo.value).__name__} while running the claim\n" + "".join(tb)
