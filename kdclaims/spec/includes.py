@@ -17,6 +17,7 @@ from kdclaims.spec.yamlsource import SpecError
 
 MAX_INCLUDES = 64
 MAX_INCLUDE_BYTES = 1 << 20
+MAX_NAME = 1024  # characters of one include entry
 
 
 def claims_root(path: Path) -> Path:
@@ -59,15 +60,21 @@ def resolve_include(path: Path, name: str, root: Path, line: int | None) -> Path
         raise SpecError(path, line, "include", f"{name!r} is not a usable file name (empty or control characters)")
     if os.path.isabs(name) or name.startswith("~"):
         raise SpecError(path, line, "include", f"'{name}' must be a path relative to the claims folder {root}")
+    if len(name) > MAX_NAME:
+        raise SpecError(path, line, "include", f"'{name[:60]}...' is longer than {MAX_NAME} characters")
     real_root = Path(os.path.realpath(root))
     here = Path(os.path.realpath(path)).parent
     for d in [here, *here.parents]:
         if not _inside(d, real_root):
             break
-        cand = Path(os.path.realpath(d / name))
+        try:
+            cand = Path(os.path.realpath(d / name))
+            found = cand.is_file()
+        except OSError as e:  # a path component too long, a symlink loop, ...
+            raise SpecError(path, line, "include", f"'{name}' cannot be looked up: {e.strerror or e}") from None
         if not _inside(cand, real_root):
             raise SpecError(path, line, "include", f"'{name}' leads outside the claims folder {root}")
-        if cand.is_file():
+        if found:
             return cand
     raise SpecError(path, line, "include", f"no such file '{name}' (looked in {path.parent} and its parents up to "
                                            f"{root})")
