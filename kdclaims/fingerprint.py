@@ -52,9 +52,9 @@ def _tensor_update(h: Any, name: str, t: torch.Tensor | None) -> None:
 
 def _folder_update(h: Any, split: Any) -> None:
     files = [str(f) for f in split.files]
-    base = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
-    for f in files:
-        h.update(os.path.relpath(f, base).encode("utf-8", "surrogateescape") + b"\0")
+    prefix = os.path.commonprefix(files) if len(files) > 1 else os.path.dirname(files[0]) + os.sep if files else ""
+    cut = prefix.rfind(os.sep) + 1  # names relative to the deepest folder holding them all
+    h.update("\0".join(f[cut:] for f in files).encode("utf-8", "surrogateescape") + b"\0")
     _tensor_update(h, "y", split.y)
     _tensor_update(h, "groups", split.groups)
     pick = range(len(files))

@@ -212,3 +212,38 @@ def test_read_only_complete_store_serves_cache_hits(tmp_path, monkeypatch):
     assert hit and state["w"].tolist() == [1.0, 1.0]
     with pytest.raises(StoreError, match="read-only"):
         ro.get_or_train({"k": 2}, lambda w: {"w": torch.ones(2)})
+
+
+def test_folder_split_fingerprint_follows_content_not_location(tmp_path):
+    """The fingerprint of an image-folder split (ImageNet layout, 2 classes x 3 PNGs) changes when one image is
+    rewritten under its name or renamed, and not when the whole tree is copied elsewhere.
+
+    Can fail: with ``_folder_update`` hashing only the index (no file contents) the rewritten image kept the
+    fingerprint; hashing absolute paths made the copied tree differ."""
+    from PIL import Image
+
+    from kdclaims.data import build_dataset, folder
+    from kdclaims.fingerprint import split_fingerprint
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for wnid in ("n01", "n02"):
+            d = tmp_path / "a" / "imagenet" / split / wnid
+            d.mkdir(parents=True)
+            for k in range(3):
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(d / f"{k}.png")
+
+    def fp(root: Path) -> str:
+        folder._scan.cache_clear()  # the folder listing is cached per process (as a new run would, list again)
+        return split_fingerprint(build_dataset("imagenet", "test", root=root, size=8, num_workers=0))
+
+    first = fp(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert fp(tmp_path / "b") == first
+    img = tmp_path / "b" / "imagenet" / "val" / "n02" / "1.png"
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(img)
+    assert fp(tmp_path / "b") != first
+    shutil.copy(tmp_path / "a" / "imagenet" / "val" / "n02" / "1.png", img)
+    assert fp(tmp_path / "b") == first
+    img.rename(img.with_name("4.png"))
+    assert fp(tmp_path / "b") != first
