@@ -45,7 +45,7 @@ class Bank:
         self._methods = {m.name: m for m in claim.setup.methods}
         self._models: dict[tuple[str, int | None], Classifier] = {}
         self._splits: dict[str, Split] = {}
-        self._read: dict[str, tuple[DataSpec, str]] = {}  # split key -> (spec, which) of every split built
+        self._read: dict[str, tuple[DataSpec, str, frozenset[str]]] = {}  # split key -> (spec, which, files read)
         self._prints: dict[str, str] = {}  # split key -> content fingerprint (``kdclaims.fingerprint``)
         self._keys: dict[tuple[str, int | None], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []  # one per model: name, seed, cache hit or trained
@@ -56,8 +56,11 @@ class Bank:
 
         k = f"{which}:{spec.model_dump_json()}"
         if k not in self._splits:
-            self._splits[k] = build_dataset(spec.name, which, root=self.ctx.data_root, seed=0, **spec.params)
-            self._read[k] = (spec, which)
+            from kdclaims.fingerprint import recording_reads
+
+            with recording_reads() as files:
+                self._splits[k] = build_dataset(spec.name, which, root=self.ctx.data_root, seed=0, **spec.params)
+            self._read[k] = (spec, which, frozenset(files))
         return self._splits[k]
 
     def data_fingerprint(self, spec: DataSpec, which: str) -> str:
@@ -66,13 +69,14 @@ class Bank:
 
         k = f"{which}:{spec.model_dump_json()}"
         if k not in self._prints:
-            self._prints[k] = split_fingerprint(self.split(spec, which))
+            split = self.split(spec, which)
+            self._prints[k] = split_fingerprint(split, self._read[k][2])
         return self._prints[k]
 
     def reads(self) -> list[dict[str, Any]]:
         """Every split this bank has built, with its fingerprint; the probe cache stores it with the measurements."""
         return [{"which": which, "data": spec.key(), "sha": self.data_fingerprint(spec, which)}
-                for spec, which in list(self._read.values())]
+                for spec, which, _ in list(self._read.values())]
 
     def changed_reads(self, reads: list[dict[str, Any]]) -> list[str]:
         """The splits among ``reads`` (see ``reads``) whose content differs now; reading them again raises what

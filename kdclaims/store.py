@@ -75,7 +75,7 @@ class CheckpointStore:
         self.fallbacks = tuple(fallbacks)
         self.hits = 0
         self.trained = 0
-        self.read_only: str | None = None  # why the store cannot be written, when it cannot
+        self.unwritable: str | None = None  # why the store cannot be written, when it cannot
         try:
             for sub in ("ckpt", "probe", "locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -88,14 +88,15 @@ class CheckpointStore:
                     f"cannot use checkpoint cache {self.root}: {e.strerror or e}; "
                     f"choose a writable folder with --kd-cache DIR"
                 ) from e
-            self.read_only = e.strerror or str(e)  # complete entries can still be read
-            log.warning("checkpoint cache %s is read-only (%s): cache hits only", self.root, self.read_only)
+            self.unwritable = e.strerror or str(e)  # complete entries can still be read
+            log.warning("checkpoint cache %s is read-only (%s): cache hits only", self.root, self.unwritable)
 
     @classmethod
     def read_only(cls, root: Path | str) -> "CheckpointStore":
         """A store that is only read (a fallback): no folders are created and nothing is written."""
         store = object.__new__(cls)
         store.root, store.lock_timeout, store.fallbacks, store.hits, store.trained = Path(root), 0.0, (), 0, 0
+        store.unwritable = "a read-only fallback store"
         return store
 
     def entry(self, key: str) -> Path:
@@ -169,9 +170,9 @@ class CheckpointStore:
         log.warning("moved corrupt checkpoint %s aside to %s; it will be retrained", d, target)
 
     def _need_write(self, name: str, why: str) -> None:
-        if self.read_only:
+        if self.unwritable:
             raise StoreError(f"cannot train {name}: {why}, and the checkpoint cache {self.root} is read-only "
-                             f"({self.read_only}); choose a writable folder with --kd-cache DIR")
+                             f"({self.unwritable}); choose a writable folder with --kd-cache DIR")
 
     def get_or_train(
         self,
@@ -320,8 +321,8 @@ class CheckpointStore:
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            if self.read_only:
-                log.warning("probe measurements not cached: the store %s is read-only (%s)", self.root, self.read_only)
+            if self.unwritable:
+                log.warning("probe measurements not cached: the store %s is read-only (%s)", self.root, self.unwritable)
                 return
             raise StoreError(
                 f"cannot write probe measurements to {base.parent}: {e.strerror or e}; "

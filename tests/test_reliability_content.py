@@ -207,7 +207,7 @@ def test_read_only_complete_store_serves_cache_hits(tmp_path, monkeypatch):
     for name in ("mkdir", "write_text", "write_bytes", "touch"):
         monkeypatch.setattr(pathlib.Path, name, refuse(getattr(pathlib.Path, name)))
     ro = CheckpointStore(root)
-    assert ro.read_only
+    assert ro.unwritable
     state, hit = ro.get_or_train({"k": 1}, lambda w: {})
     assert hit and state["w"].tolist() == [1.0, 1.0]
     with pytest.raises(StoreError, match="read-only"):
@@ -247,3 +247,29 @@ def test_folder_split_fingerprint_follows_content_not_location(tmp_path):
     assert fp(tmp_path / "b") == first
     img.rename(img.with_name("4.png"))
     assert fp(tmp_path / "b") != first
+
+
+def test_model_keys_follow_the_files_read_not_where_they_are_or_how_floats_round(tmp_path):
+    """The same IDX files under two data roots give equal model keys (a store filled in one checkout serves
+    another); the training split's fingerprint ignores a one-ulp change of its float pixels (another CPU's kernels
+    may round resizing that way) and changes when a file it was read from changes.
+
+    Can fail: with the fingerprint hashing the split's float tensors (this branch's first version) the one-ulp
+    change gave another fingerprint; with absolute file names in it the two roots gave other keys."""
+    from kdclaims.fingerprint import split_fingerprint
+
+    write_mnist(tmp_path / "a")
+    write_mnist(tmp_path / "b")
+    claim = claim_at(tmp_path)
+    store = CheckpointStore(tmp_path / "cache")
+    banks = [Bank(claim, RunContext(store=store, data_root=tmp_path / root)) for root in ("a", "b")]
+    assert recipe_key(banks[0].model_key("kl", 0)) == recipe_key(banks[1].model_key("kl", 0))
+    spec = claim.setup.data
+    split = banks[0].split(spec, "train")
+    files = banks[0]._read[f"train:{spec.model_dump_json()}"][2]
+    assert {Path(f).name for f in files} == {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"}
+    before = split_fingerprint(split, files)
+    split.x.copy_(torch.nextafter(split.x, torch.full_like(split.x, 2.0)))
+    assert split_fingerprint(split, files) == before
+    write_mnist(tmp_path / "a", seed=5)
+    assert split_fingerprint(split, files) != before

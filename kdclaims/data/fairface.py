@@ -23,6 +23,7 @@ from kdclaims.data.folder import IMAGENET_MEAN, IMAGENET_STD, default_workers, l
 from kdclaims.data.paths import DataNotFound, require_root, stream
 from kdclaims.data.sampling import select
 from kdclaims.errors import DataError
+from kdclaims.fingerprint import note_read
 from kdclaims.registries import DATASETS
 
 GENDERS: tuple[str, ...] = ("Female", "Male")  # label index
@@ -103,6 +104,7 @@ def fairface(
     csv_path = folder / _CSV[split]
     if not csv_path.is_file():
         raise DataNotFound(f"fairface: no label file {csv_path}; pass --kd-data ROOT with ROOT/fairface/{_CSV[split]}")
+    note_read(csv_path)
     files, y, race = read_labels(csv_path)
     gen = stream(seed, split, "fairface", "select")
     index = select(y, race, list(RACES), n=n, composition=composition, generator=gen)
@@ -112,6 +114,7 @@ def fairface(
     for p in paths:
         if not Path(p).is_file():
             raise DataNotFound(f"fairface: image {p} listed in {csv_path} does not exist")
+        note_read(p)
     x = _load_images(paths, int(size)).float().div_(255)
     return Split(name=f"fairface-{split}", x=x, y=y, num_classes=len(GENDERS), mean=IMAGENET_MEAN, std=IMAGENET_STD,
                  groups=race, group_names=list(RACES))

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from kdclaims.errors import DataError
+from kdclaims.fingerprint import note_read
 
 # IDX dtype code -> big-endian numpy dtype
 IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -98,6 +99,7 @@ def _read_idx_cached(path: str, mtime_ns: int, size: int) -> Tensor:
 def read_idx(path: str | os.PathLike) -> Tensor:
     """The tensor in an IDX file (``.gz`` or raw, told apart by content). Cached per process: treat as read-only."""
     path = Path(path)
+    note_read(path)
     st = path.stat()
     return _read_idx_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
 
