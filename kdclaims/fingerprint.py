@@ -67,8 +67,8 @@ def recording_reads() -> Iterator[set[str]]:
     _recorders.append(files)
     try:
         yield files
-    finally:
-        _recorders.remove(files)
+    finally:  # by identity: sets with equal contents compare equal
+        del _recorders[next(i for i, f in enumerate(_recorders) if f is files)]
 
 
 def note_read(path: str | os.PathLike[str]) -> None:

@@ -273,3 +273,20 @@ def test_model_keys_follow_the_files_read_not_where_they_are_or_how_floats_round
     assert split_fingerprint(split, files) == before
     write_mnist(tmp_path / "a", seed=5)
     assert split_fingerprint(split, files) != before
+
+
+def test_nested_read_recorders_end_cleanly(tmp_path):
+    """Nested ``recording_reads`` blocks (a builder that builds another split inside a recorded build) both see a
+    file noted inside the inner one and leave no recorder behind. Can fail: with ``list.remove`` (equality, and
+    two empty sets are equal) the inner exit removed the outer set and the outer exit raised ValueError, which
+    took down the FairFace smoke item."""
+    from kdclaims import fingerprint
+    from kdclaims.fingerprint import note_read, recording_reads
+
+    with recording_reads() as outer:
+        with recording_reads() as inner:
+            pass
+        with recording_reads() as again:
+            note_read(tmp_path / "x.idx")
+    assert inner == set() and again == outer == {os.path.realpath(tmp_path / "x.idx")}
+    assert fingerprint._recorders == []
