@@ -5,7 +5,10 @@ Layout under ``root``::
     ckpt/<k[:2]>/<key>/model.pt        the student's (or teacher's) state dict
     ckpt/<k[:2]>/<key>/manifest.json   recipe, sha256 and size of model.pt; written last = complete
     ckpt/<k[:2]>/<key>/work/           the trainer's per-epoch resume checkpoint while training
-    probe/<k[:2]>/<key>.npz|.json      cached probe measurements (inputs unchanged -> no recompute)
+    probe/<k[:2]>/<key>.npz|.json      cached probe measurements: the .npz holds the arrays and their index (key,
+                                       metric/arm of each array, extras, fingerprints of the data read); the
+                                       .json the same index plus the .npz's sha256. Reused only when both agree,
+                                       name the key asked for, and the data read is unchanged (``runner``)
     locks/<key>.lock                   one trainer per key across processes (fcntl lock: a dead holder frees it)
 
 A store may have read-only *fallbacks*: other stores (the shipped ``fixtures/store`` of pre-trained smoke models)
