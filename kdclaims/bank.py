@@ -48,6 +48,8 @@ class Bank:
         self._methods = {m.name: m for m in claim.setup.methods}
         self._models: dict[tuple[str, int | None], Classifier] = {}
         self._splits: dict[str, Split] = {}
+        self._read: dict[str, tuple[DataSpec, str, frozenset[str]]] = {}  # split key -> (spec, which, files read)
+        self._prints: dict[str, str] = {}  # split key -> content fingerprint (``kdclaims.fingerprint``)
         self._keys: dict[tuple[str, int | None], dict[str, Any]] = {}
         # one per model: model, seed, source (cache/trained/weights), key, history (per-epoch dicts), converged
         self.events: list[dict[str, Any]] = []
@@ -58,7 +60,11 @@ class Bank:
 
         k = f"{which}:{spec.model_dump_json()}"
         if k not in self._splits:
-            self._splits[k] = build_dataset(spec.name, which, root=self.ctx.data_root, seed=0, **spec.params)
+            from kdclaims.fingerprint import recording_reads
+
+            with recording_reads() as files:
+                self._splits[k] = build_dataset(spec.name, which, root=self.ctx.data_root, seed=0, **spec.params)
+            self._read[k] = (spec, which, frozenset(files))
         return self._splits[k]
 
     def training_parts(self, spec: DataSpec, recipe: Recipe) -> tuple[Split, Split | None]:
@@ -77,6 +83,31 @@ class Bank:
             self._splits[k] = full.subset(torch.nonzero(keep).flatten())
             self._splits[k + ":val"] = full.subset(val, name=f"{full.name}/validation")
         return self._splits[k], self._splits[k + ":val"]
+
+    def data_fingerprint(self, spec: DataSpec, which: str) -> str:
+        """The content fingerprint of a split (built on first use): what enters the model keys."""
+        from kdclaims.fingerprint import split_fingerprint
+
+        k = f"{which}:{spec.model_dump_json()}"
+        if k not in self._prints:
+            split = self.split(spec, which)
+            self._prints[k] = split_fingerprint(split, self._read[k][2])
+        return self._prints[k]
+
+    def reads(self) -> list[dict[str, Any]]:
+        """Every split this bank has built, with its fingerprint; the probe cache stores it with the measurements."""
+        return [{"which": which, "data": spec.key(), "sha": self.data_fingerprint(spec, which)}
+                for spec, which, _ in list(self._read.values())]
+
+    def changed_reads(self, reads: list[dict[str, Any]]) -> list[str]:
+        """The splits among ``reads`` (see ``reads``) whose content differs now; reading them again raises what
+        reading bad data raises (missing files, truncated files)."""
+        changed = []
+        for r in reads:
+            spec = DataSpec.model_validate(r["data"])
+            if self.data_fingerprint(spec, r["which"]) != r["sha"]:
+                changed.append(f"{spec.name} ({r['which']})")
+        return changed
 
     def for_probe(self, probe) -> "Bank":
         """A view of this bank whose ``eval_split`` follows another probe spec (``extra_probes``)."""
@@ -125,9 +156,14 @@ class Bank:
     def _teacher_key(self, name: str) -> dict[str, Any]:
         t, data, recipe = self._teacher_spec(name)
         if t.weights:
-            return {"kind": "weights", "arch": t.arch, "params": t.params, "weights": t.weights, "data": data.key()}
-        return {"kind": "teacher", "arch": t.arch, "params": t.params, "data": data.key(), "recipe": recipe.key(),
-                "seed": t.seed, "streams": STREAMS_VERSION, "tier": self.ctx.tier}
+            from kdclaims.fingerprint import weights_fingerprint
+            from kdclaims.models.weights import resolve_weights
+
+            return {"kind": "weights", "arch": t.arch, "params": t.params, "weights": t.weights, "data": data.key(),
+                    **weights_fingerprint(resolve_weights(t.weights, self.ctx.weights_dir))}
+        return {"kind": "teacher", "arch": t.arch, "params": t.params, "data": data.key(),
+                "data_sha": self.data_fingerprint(data, "train"), "recipe": recipe.key(), "seed": t.seed,
+                "streams": STREAMS_VERSION, "tier": self.ctx.tier}
 
     def _teacher(self, name: str) -> Classifier:
         if (name, None) in self._models:
@@ -177,7 +213,8 @@ class Bank:
         s = self.claim.setup.student
         return {"kind": "student", "arch": s.arch, "params": s.params, "method": m.method, "method_params": m.params,
                 "teacher": self._teacher_key(m.teacher) if needs_teacher else None, "data": data.key(),
-                "recipe": recipe.key(), "seed": seed, "streams": STREAMS_VERSION, "tier": self.ctx.tier}
+                "data_sha": self.data_fingerprint(data, "train"), "recipe": recipe.key(), "seed": seed,
+                "streams": STREAMS_VERSION, "tier": self.ctx.tier}
 
     def _student(self, arm: str, seed: int) -> Classifier:
         if (arm, seed) in self._models:

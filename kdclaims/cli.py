@@ -151,11 +151,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if args.tier == "smoke" or args.threads:
         torch.set_num_threads(args.threads or 1)
+    from kdclaims.atomic import writable_dir
+    from kdclaims.errors import InputError
+    from kdclaims.store import StoreError
+
     f = _find(args.claim, args.path)
     from kdclaims import fixture_store
 
-    store = CheckpointStore(Path(args.kd_cache or Path(".kdclaims/cache")).expanduser(),
-                            fallbacks=fixture_store.fallbacks())
+    why = writable_dir(Path(args.kd_report).expanduser()) if args.kd_report else None
+    if why:
+        print(f"kdclaims: --kd-report: cannot write the report there ({why}); choose a writable DIR", file=sys.stderr)
+        return 2
+    try:
+        store = CheckpointStore(Path(args.kd_cache or Path(".kdclaims/cache")).expanduser(),
+                                fallbacks=fixture_store.fallbacks())
+    except StoreError as e:
+        print(f"kdclaims: {e}", file=sys.stderr)
+        return 2
     device = torch.device(args.kd_device or ("cuda" if args.tier == "gpu" and torch.cuda.is_available() else "cpu"))
     ctx = RunContext(store=store, tier=args.tier, data_root=_p(args.kd_data), weights_dir=_p(args.kd_weights),
                      device=device, progress=not args.quiet)
@@ -170,6 +182,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except Missing as e:
             print(f"{name}: cannot run here, needs: {e}", file=sys.stderr)
             return 2
+        except (InputError, StoreError) as e:  # unusable weights, data or cache: the message names the file
+            print(f"{name}: {e}", file=sys.stderr)
+            return 2
         print(f"\n{name}: {it.claim.title}\n{format_outcome(result)}\nverdict: {result.outcome.verdict_text.upper()}")
         trained = sum(e["source"] == "trained" for e in result.events)
         print(f"({len(result.events)} models: {trained} trained, {len(result.events) - trained} from cache or files; "
@@ -179,7 +194,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    "supported" else "failed", verdict=result.verdict, result=result,
                                    seconds=result.seconds))
     if args.kd_report and entries:
-        paths = write_report(build_report(entries, command=" ".join(sys.argv)), Path(args.kd_report))
+        try:
+            paths = write_report(build_report(entries, command=" ".join(sys.argv)), Path(args.kd_report))
+        except OSError as e:
+            print(f"kdclaims: the report could not be written to {args.kd_report}: {e}", file=sys.stderr)
+            return 2
         print("report: " + ", ".join(map(str, paths)))
     return worst if args.strict else 0
 
@@ -238,8 +257,23 @@ def _p(v: str | None) -> Path | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Render one report.json, or merge several (validated first: nothing is written into ``--out`` unless
+    every input and the merged report are valid). Exit 2, with one message and no traceback, on a problem."""
+    from kdclaims.report.render import ReportError
+
+    try:
+        return _report(args)
+    except ReportError as e:
+        print(f"kdclaims: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"kdclaims: cannot write the report: {e.filename or args.out or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+
+
+def _report(args: argparse.Namespace) -> int:
     from kdclaims.report.collect import build_report, write_report
-    from kdclaims.report.render import render_all
+    from kdclaims.report.render import load_report, parse_report, render_all
 
     paths = []
     for source in args.source:
@@ -261,12 +295,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     items: dict[str, dict] = {}
     commands = []
     for path in paths:
-        data = json.loads(path.read_text())
+        load_report(path)  # validated: names the file and field of a problem
+        data = json.loads(path.read_text(encoding="utf-8"))
         commands.append(data.get("command", ""))
         for it in data.get("items", []):
             if not args.tier or it.get("tier") in args.tier:
                 items[it["nodeid"]] = it
     report = build_report(list(items.values()), command=" + ".join(c for c in commands if c))
+    parse_report(report, f"merged report for {args.out}")  # valid before anything is written
     for p in write_report(report, Path(args.out)):
         print(p)
     return 0

@@ -147,6 +147,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): run items of one group on one xdist worker")
     config.stash[STATE] = KDState(config)
     if not _is_xdist_worker(config):
+        if config.getoption("kd_report"):
+            from kdclaims.atomic import writable_dir
+
+            why = writable_dir(config.stash[STATE].report_dir)
+            if why:
+                raise pytest.UsageError(f"--kd-report: cannot write the report there ({why}); choose a writable DIR")
         config.pluginmanager.register(ReportCollector(config), f"kdclaims-report-{id(config)}")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
@@ -276,6 +282,11 @@ class ClaimTestItem(pytest.Item):
             return f"{self.name}: smoke fixture missing: {excinfo.value}"
         if isinstance(excinfo.value, (pytest.fail.Exception, pytest.skip.Exception)):
             return super().repr_failure(excinfo, style=style)
+        from kdclaims.errors import InputError
+        from kdclaims.store import StoreError
+
+        if isinstance(excinfo.value, (InputError, StoreError)):  # the message names the file and the problem
+            return f"{self.name}: {excinfo.value}"
         # the last frames inside kdclaims (and below), not pytest's own machinery
         tb = traceback.format_exception(excinfo.value, limit=-10)
         return f"{self.name}: {type(excinfo.value).__name__} while running the claim\n" + "".join(tb)
@@ -375,8 +386,10 @@ def _write_report(state: KDState, final: bool) -> dict[str, Any] | None:
     report = build_report(list(state.items.values()), command=" ".join(["pytest", *state.config.invocation_params.args]))
     try:
         write_report(report, state.report_dir, render=final)
-    except OSError as e:
-        log.error("cannot write the report to %s: %s", state.report_dir, e)
+        state.report_error = None
+    except Exception as e:  # noqa: BLE001 - the run's results stand; the failure is reported loudly at the end
+        state.report_error = f"{type(e).__name__}: {e}"
+        log.error("cannot write the report to %s: %s", state.report_dir, state.report_error)
     return report
 
 
@@ -386,6 +399,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE, None)
     if state is not None:
         state.final_report = _write_report(state, final=True)
+        if getattr(state, "report_error", None) and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a lost report is never a silent success
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -397,4 +412,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
     terminalreporter.section("kdclaims verdicts")
     terminalreporter.write_line(render_terminal(report))
-    terminalreporter.write_line(f"report: {state.report_dir / 'report.json'} (+ report.md, report.html)")
+    if getattr(state, "report_error", None):
+        terminalreporter.write_line(f"report NOT written to {state.report_dir}: {state.report_error}", red=True,
+                                    bold=True)
+    else:
+        terminalreporter.write_line(f"report: {state.report_dir / 'report.json'} (+ report.md, report.html)")

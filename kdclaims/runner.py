@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,16 +63,12 @@ def missing_requirements(claim: Claim, ctx: RunContext) -> list[str]:
 
 
 def probe_key(claim: Claim, bank: Bank) -> dict[str, Any]:
+    """The probe cache's recipe: the probe specs, the data spec and every model's store key (which carries the
+    training data's fingerprint and a weights file's sha256). The evaluation data is checked apart: the cache
+    entry stores the fingerprint of every split the probe read (``Bank.reads``)."""
     models = {f"{arm}:{s}": recipe_key(bank.model_key(arm, s)) for arm in bank.arms for s in bank.seeds}
     for t in bank.teachers:
-        key = bank.model_key(t)
-        if key.get("kind") == "weights":
-            from kdclaims.models.weights import resolve_weights
-
-            p = resolve_weights(key["weights"], bank.ctx.weights_dir)
-            st = os.stat(p)
-            key = {**key, "size": st.st_size, "mtime": int(st.st_mtime)}
-        models[t] = recipe_key(key)
+        models[t] = recipe_key(bank.model_key(t))
     return {"format": PROBE_FORMAT, "probe": claim.probe.model_dump(mode="json"),
             "extra_probes": [p.model_dump(mode="json") for p in claim.extra_probes], "setup_data": claim.setup.data.key(),
             "models": models, "tier": claim.tier}
@@ -99,21 +94,35 @@ def run_claim(claim: Claim, ctx: RunContext, *, use_probe_cache: bool = True) ->
     t0 = time.time()
     bank = Bank(claim, ctx)
     probe = PROBES.get(claim.probe.name)
-    key = recipe_key(probe_key(claim, bank))
-    m = ctx.store.load_measurements(key) if use_probe_cache else None
-    cached = m is not None
-    if m is None:
-        try:
+    try:
+        key = recipe_key(probe_key(claim, bank))
+        m = _cached_measurements(ctx, bank, key) if use_probe_cache else None
+        cached = m is not None
+        if m is None:
             m = probe(bank, dict(claim.probe.params))
             for spec in claim.extra_probes:
                 merge_measurements(m, PROBES.get(spec.name)(bank.for_probe(spec), dict(spec.params)), spec.name)
-        except FileNotFoundError as e:  # data or weights the machine lacks (DataNotFound, WeightsNotFound)
-            raise Missing(str(e)) from e
-        ctx.store.save_measurements(key, m)
-    else:
-        log.info("probe cache hit: %s[%s]", claim.id, claim.tier)
+            ctx.store.save_measurements(key, m, reads=bank.reads())
+        else:
+            log.info("probe cache hit: %s[%s]", claim.id, claim.tier)
+    except FileNotFoundError as e:  # data or weights the machine lacks (DataNotFound, WeightsNotFound)
+        raise Missing(str(e)) from e
     outcome = evaluate(claim, m, events=bank.events)
     return ItemResult(claim, outcome, m, time.time() - t0, bank.events, cached)
+
+
+def _cached_measurements(ctx: RunContext, bank: Bank, key: str) -> Measurements | None:
+    """The probe cache's entry, when every split it read still has the content it had then."""
+    hit = ctx.store.load_measurements(key, with_reads=True)
+    if hit is None:
+        return None
+    m, reads = hit
+    changed = bank.changed_reads(reads)
+    if changed:
+        log.warning("probe cache entry %s is stale: data changed since it was measured (%s); measuring again",
+                    key[:12], ", ".join(changed))
+        return None
+    return m
 
 
 def report_item(claim: Claim, *, nodeid: str, outcome: str, verdict: str, message: str = "",

@@ -6,7 +6,10 @@ Layout under ``root``::
     ckpt/<k[:2]>/<key>/manifest.json   recipe, sha256 and size of model.pt, train_seconds, and under ``training``
                                        the per-epoch history (loss, train_acc, val_acc, ...); written last = complete
     ckpt/<k[:2]>/<key>/work/           the trainer's per-epoch resume checkpoint while training
-    probe/<k[:2]>/<key>.npz|.json      cached probe measurements (inputs unchanged -> no recompute)
+    probe/<k[:2]>/<key>.npz|.json      cached probe measurements: the .npz holds the arrays and their index (key,
+                                       metric/arm of each array, extras, fingerprints of the data read); the
+                                       .json the same index plus the .npz's sha256. Reused only when both agree,
+                                       name the key asked for, and the data read is unchanged (``runner``)
     locks/<key>.lock                   one trainer per key across processes (fcntl lock: a dead holder frees it)
 
 A store may have read-only *fallbacks*: other stores (the shipped ``fixtures/store`` of pre-trained smoke models)
@@ -18,6 +21,7 @@ stream from the model's role and seed, so entries written under version 1 are ne
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -55,6 +59,11 @@ def recipe_key(recipe: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def _manifest_recipe_key(manifest: dict[str, Any]) -> str:
+    recipe = manifest.get("recipe")
+    return recipe_key(recipe) if isinstance(recipe, dict) else "none"
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -85,6 +94,7 @@ class CheckpointStore:
         self.fallbacks = tuple(fallbacks)
         self.hits = 0
         self.trained = 0
+        self.unwritable: str | None = None  # why the store cannot be written, when it cannot
         try:
             for sub in ("ckpt", "probe", "locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -92,15 +102,20 @@ class CheckpointStore:
             probe.write_text("ok")
             probe.unlink()
         except OSError as e:
-            raise StoreError(
-                f"cannot use checkpoint cache {self.root}: {e.strerror or e}; choose a writable folder with --kd-cache DIR"
-            ) from e
+            if not (self.root / "ckpt").is_dir() or not os.access(self.root / "ckpt", os.R_OK | os.X_OK):
+                raise StoreError(
+                    f"cannot use checkpoint cache {self.root}: {e.strerror or e}; "
+                    f"choose a writable folder with --kd-cache DIR"
+                ) from e
+            self.unwritable = e.strerror or str(e)  # complete entries can still be read
+            log.warning("checkpoint cache %s is read-only (%s): cache hits only", self.root, self.unwritable)
 
     @classmethod
     def read_only(cls, root: Path | str) -> "CheckpointStore":
         """A store that is only read (a fallback): no folders are created and nothing is written."""
         store = object.__new__(cls)
         store.root, store.lock_timeout, store.fallbacks, store.hits, store.trained = Path(root), 0.0, (), 0, 0
+        store.unwritable = "a read-only fallback store"
         return store
 
     def entry(self, key: str) -> Path:
@@ -134,6 +149,12 @@ class CheckpointStore:
             raise CorruptCheckpoint(f"checkpoint {d}: unreadable manifest ({e})") from e
         if not isinstance(manifest, dict):
             raise CorruptCheckpoint(f"checkpoint {d}: manifest is not a JSON object")
+        if manifest.get("key") != key or _manifest_recipe_key(manifest) != key:
+            raise CorruptCheckpoint(
+                f"checkpoint {d}: its manifest describes another model (key {str(manifest.get('key'))[:12]}…, "
+                f"recipe key {_manifest_recipe_key(manifest)[:12]}…, asked for {key[:12]}…); entries were swapped "
+                f"or copied"
+            )
         model = d / "model.pt"
         if not model.is_file():
             raise CorruptCheckpoint(f"checkpoint {d}: model.pt is missing")
@@ -172,6 +193,11 @@ class CheckpointStore:
         target = move_aside(d, "corrupt")
         log.warning("moved corrupt checkpoint %s aside to %s; it will be retrained", d, target)
 
+    def _need_write(self, name: str, why: str) -> None:
+        if self.unwritable:
+            raise StoreError(f"cannot train {name}: {why}, and the checkpoint cache {self.root} is read-only "
+                             f"({self.unwritable}); choose a writable folder with --kd-cache DIR")
+
     def get_or_train(
         self,
         recipe: dict[str, Any],
@@ -199,9 +225,10 @@ class CheckpointStore:
                         self.hits += 1
                         log.info("cache hit: %s (%s)", name, key[:12])
                         return state, True
-                    except CorruptCheckpoint:
+                    except CorruptCheckpoint as e:
                         if on_corrupt == "refuse":
                             raise
+                        self._need_write(name, f"its entry is damaged ({e})")
                         with self._lock(key):
                             if self.is_complete(key):
                                 try:
@@ -209,6 +236,7 @@ class CheckpointStore:
                                 except CorruptCheckpoint:
                                     self._quarantine(key)
                         continue
+                self._need_write(name, "it is not in the cache")
                 with self._lock(key):
                     if self.is_complete(key):
                         continue  # another process finished it while we waited
@@ -261,7 +289,10 @@ class CheckpointStore:
     def measurements_path(self, key: str) -> Path:
         return self.root / "probe" / key[:2] / key
 
-    def load_measurements(self, key: str):
+    def load_measurements(self, key: str, *, with_reads: bool = False):
+        """The cached measurements of ``key`` (with the data fingerprints they were measured on when
+        ``with_reads``), or None. The ``.npz`` holds the arrays and the index JSON; the ``.json`` beside it holds
+        the same index and the ``.npz``'s sha256. An entry whose hashes, index or key disagree is moved aside."""
         from kdclaims.probes.base import Measurements
 
         base = self.measurements_path(key)
@@ -270,32 +301,58 @@ class CheckpointStore:
             return None
         try:
             info = json.loads(meta.read_text())
-            with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
-                if file_sha256(base.with_suffix(".npz")) != info["sha256"]:
-                    return None
+            npz = base.with_suffix(".npz")
+            if file_sha256(npz) != info["sha256"]:
+                raise ValueError("the .npz does not match the sha256 in its .json")
+            with np.load(npz, allow_pickle=False) as z:
+                inner = json.loads(bytes(z["meta"]).decode())
+                if inner != {k: v for k, v in info.items() if k != "sha256"} or inner.get("key") != key:
+                    raise ValueError("the .json index differs from the one stored in the .npz, or names another key")
                 values: dict[str, dict[str, np.ndarray]] = {}
-                for i, (metric, arm) in enumerate(info["index"]):
+                for i, (metric, arm) in enumerate(inner["index"]):
                     values.setdefault(metric, {})[arm] = z[f"a{i}"]
-            return Measurements(values=values, extras=info["extras"])
-        except (OSError, ValueError, KeyError, TypeError, IndexError):  # missing, damaged or tampered: recompute
+            m = Measurements(values=values, extras=inner["extras"])
+            return (m, inner.get("reads", [])) if with_reads else m
+        except FileNotFoundError:  # written or removed by another process meanwhile: measure again
+            return None
+        except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as e:
+            self._quarantine_measurements(base, e)
             return None
 
-    def save_measurements(self, key: str, m) -> None:
+    def _quarantine_measurements(self, base: Path, why: Exception) -> None:
+        for suffix in (".json", ".npz"):
+            try:
+                target = move_aside(base.with_suffix(suffix), "corrupt")
+                log.warning("probe cache entry %s is damaged or tampered (%s); moved aside to %s, measuring again",
+                            base.with_suffix(suffix), why, target)
+            except OSError:
+                pass  # already gone, or a read-only store: it is recomputed either way
+
+    def save_measurements(self, key: str, m, reads: list[dict[str, Any]] | None = None) -> None:
+        """Store ``m`` under ``key`` with the data fingerprints it was measured on (see ``load_measurements``).
+        On a read-only store the measurements are not cached (a warning), since nothing else needs writing."""
         base = self.measurements_path(key)
         index, arrays = [], {}
         for metric, arms in m.values.items():
             for arm, arr in arms.items():
                 arrays[f"a{len(index)}"] = arr
                 index.append([metric, arm])
+        inner = json.loads(json.dumps({"key": key, "index": index, "extras": m.extras, "reads": reads or []},
+                                      default=_json_default))
+        arrays["meta"] = np.frombuffer(json.dumps(inner).encode(), dtype=np.uint8)
         tmp = base.with_name(base.name + f".tmp{os.getpid()}.npz")
         try:
             base.parent.mkdir(parents=True, exist_ok=True)
             np.savez(tmp, **arrays)
             os.replace(tmp, base.with_suffix(".npz"))
-            info = {"index": index, "extras": m.extras, "sha256": file_sha256(base.with_suffix(".npz"))}
-            atomic_write_text(base.with_suffix(".json"), json.dumps(info, default=_json_default))
+            info = {**inner, "sha256": file_sha256(base.with_suffix(".npz"))}
+            atomic_write_text(base.with_suffix(".json"), json.dumps(info))
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if self.unwritable:
+                log.warning("probe measurements not cached: the store %s is read-only (%s)", self.root, self.unwritable)
+                return
             raise StoreError(
                 f"cannot write probe measurements to {base.parent}: {e.strerror or e}; "
                 f"free space or choose another --kd-cache DIR"

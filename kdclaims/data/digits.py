@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -12,12 +11,13 @@ from torch import Tensor
 from kdclaims.data.base import Split
 from kdclaims.data.domains import gray_split
 from kdclaims.data.sklearn_assets import digits_arrays
+from kdclaims.fingerprint import cached_reads
 from kdclaims.registries import DATASETS
 
 TRAIN_FRACTION = 0.7
 
 
-@functools.lru_cache(maxsize=1)
+@cached_reads(1)
 def _digits() -> tuple[Tensor, Tensor, Tensor]:
     """(images (N, 1, 8, 8) in [0, 1], labels, split mask: True = train). Values 0..16 are divided by 16.
 

@@ -16,7 +16,6 @@ so an image looks the same whatever subset is taken, and the test split uses a d
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -28,6 +27,7 @@ from kdclaims.data.base import Split
 from kdclaims.data.paths import stream
 from kdclaims.data.sampling import select
 from kdclaims.data.sklearn_assets import sample_photo_arrays
+from kdclaims.fingerprint import cached_reads
 
 DOMAINS = ("orig", "color", "m", "inverted")
 FAINT = 0.2  # pixels darker than this are (partly) background in the ``color`` domain
@@ -35,7 +35,7 @@ M_PATCH_MIN = 28  # smallest photo patch side for the ``m`` domain (MNIST-M used
 _CHUNK = 8192
 
 
-@functools.lru_cache(maxsize=1)
+@cached_reads(1)
 def sample_photos() -> Tensor:
     """scikit-learn's two sample photos (china, flower) as a (2, 3, 427, 640) float tensor in [0, 1]."""
     images = np.stack(sample_photo_arrays())  # (2, H, W, 3) uint8

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kdclaims.data.base import Batch, Split
+from kdclaims.errors import DataError
 from kdclaims.data.paths import DataNotFound, require_root, stream
 from kdclaims.data.sampling import select
 from kdclaims.registries import DATASETS
@@ -36,8 +38,19 @@ def _to_tensor() -> list:
 
 
 def load_rgb(path: str) -> Image.Image:
-    with Image.open(path) as img:
-        return img.convert("RGB")
+    """The image at ``path`` as RGB; a truncated, damaged or oversized image (more than PIL's
+    ``MAX_IMAGE_PIXELS``: a decompression bomb) is a ``DataError`` naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return img.convert("RGB")
+    except FileNotFoundError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise DataError(f"image {path} is too large to decode safely (a decompression bomb?): {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise DataError(f"image {path} cannot be decoded: truncated, damaged or not an image ({e})") from None
 
 
 def train_transform(size: int, augment: str = "crop_flip", scale: Sequence[float] = (0.08, 1.0)) -> Callable:
@@ -212,8 +225,12 @@ class FolderSplit:
         pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
         loader = self._loader(batch_size, drop_last, pin)
         loader.sampler.order = order.tolist()
-        for x, y, idx in loader:
-            yield Batch(x.to(device, non_blocking=True), y.to(device), idx.long().to(device))
+        try:
+            for x, y, idx in loader:
+                yield Batch(x.to(device, non_blocking=True), y.to(device), idx.long().to(device))
+        except DataError as e:  # from a worker process: its message carries the worker's traceback; keep the cause
+            raise DataError(str(e).strip().splitlines()[-1].removeprefix("kdclaims.errors.DataError: ")
+                            .removeprefix("DataError: ")) from None
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)

@@ -16,23 +16,50 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kdclaims.errors import DataError
+from kdclaims.fingerprint import note_read
+
 # IDX dtype code -> big-endian numpy dtype
 IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(DataError):
     """A file that is not a well-formed IDX file (bad magic, unknown dtype, truncated or oversized payload)."""
 
 
+MAX_IDX_BYTES = 1 << 32  # a header that declares more is refused before anything is read
+_CHUNK = 1 << 20
+
+
 def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as err:
-        raise IdxFormatError(f"{path}: corrupt or truncated gzip stream ({err})") from err
+    """The (decompressed) bytes of an IDX file, read as a stream: the header first, then at most the payload it
+    declares plus one byte, so an oversized file (a gzip bomb) is refused without being decompressed whole."""
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw) if gz else raw
+        try:
+            head = stream.read(4)
+            if len(head) < 4 or head[0] or head[1] or head[2] not in IDX_DTYPES or head[3] == 0:
+                return head  # decode_idx names the header's problem
+            dims = stream.read(4 * head[3])
+            if len(dims) < 4 * head[3]:
+                return head + dims
+            shape = [int(d) for d in np.frombuffer(dims, dtype=">u4")]
+            expected = int(np.prod(shape, dtype=object)) * np.dtype(IDX_DTYPES[head[2]]).itemsize
+            if expected > MAX_IDX_BYTES:
+                raise IdxFormatError(f"{path}: header declares dims {tuple(shape)}, {expected} bytes: more than "
+                                     f"the {MAX_IDX_BYTES} bytes an IDX file may hold here")
+            body = bytearray()
+            while len(body) <= expected and (chunk := stream.read(min(_CHUNK, expected + 1 - len(body)))):
+                body += chunk
+        except (EOFError, OSError, zlib.error) as err:
+            raise IdxFormatError(f"{path}: corrupt or truncated gzip stream ({err})") from err
+    if len(body) > expected:
+        raise IdxFormatError(f"{path}: oversized payload: dims {tuple(shape)} need {expected} bytes after the "
+                             f"header; the file holds more")
+    return head + dims + bytes(body)
 
 
 def decode_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -72,6 +99,7 @@ def _read_idx_cached(path: str, mtime_ns: int, size: int) -> Tensor:
 def read_idx(path: str | os.PathLike) -> Tensor:
     """The tensor in an IDX file (``.gz`` or raw, told apart by content). Cached per process: treat as read-only."""
     path = Path(path)
+    note_read(path)
     st = path.stat()
     return _read_idx_cached(str(path.resolve()), st.st_mtime_ns, st.st_size)
 

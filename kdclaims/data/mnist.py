@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from kdclaims.data.base import Split
 from kdclaims.data.domains import gray_split
 from kdclaims.data.idx import read_idx
 from kdclaims.data.paths import KD_DATA_OPTION, DataNotFound, find_file
+from kdclaims.fingerprint import cached_reads
 from kdclaims.registries import DATASETS
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
@@ -37,7 +37,7 @@ def _load(dataset: str, images: Path, labels: Path) -> tuple[Tensor, Tensor]:
     return x.unsqueeze(1), y.long()
 
 
-@functools.lru_cache(maxsize=8)
+@cached_reads(8)
 def _gray_stats(images: str) -> tuple[float, float]:
     """Mean and std of the pixels (in [0, 1]) of a uint8 IDX image file, from its histogram."""
     x = read_idx(images)

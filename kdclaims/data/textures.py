@@ -25,7 +25,6 @@ mode.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ from kdclaims.data.digits import digits
 from kdclaims.data.mnist import fashion_mnist
 from kdclaims.data.paths import stream
 from kdclaims.data.sampling import stratified_indices
+from kdclaims.fingerprint import cached_reads
 from kdclaims.registries import DATASETS
 
 MODES = ("class", "random", "conflict")
@@ -124,7 +124,7 @@ def _render_rows(base: Tensor, rows: Tensor, params: dict[str, Tensor]) -> Tenso
 BaseBuilder = Callable[..., Split]
 
 
-@functools.lru_cache(maxsize=8)
+@cached_reads(8)
 def _train_stats(name: str, texture: str, size: int | None, root: str | None, seed: int) -> tuple[float, float]:
     """Mean and std of the pixels of ``STATS_IMAGES`` training images rendered in ``texture`` mode."""
     s = _textured(name, "train", None if root is None else Path(root), seed, texture=texture, n=STATS_IMAGES,

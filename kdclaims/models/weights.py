@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from kdclaims.errors import WeightsError
 from kdclaims.models.base import Classifier
 
 TORCHVISION = "torchvision/"
@@ -99,22 +100,40 @@ def resolve_weights(ref: str, weights_dir: Path | None) -> Path:
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """``torch.load(path, map_location="cpu", weights_only=True)``, unwrapped from ``state_dict``/``model`` keys."""
+    """``torch.load(path, map_location="cpu", weights_only=True)``, unwrapped from ``state_dict``/``model`` keys.
+
+    An empty, truncated or foreign file is a ``WeightsError`` naming it; pickled code an ``UnsafeCheckpoint``."""
+    if os.path.getsize(path) == 0:
+        raise WeightsError(f"weights file {path} is empty (0 bytes); copy the checkpoint again")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise _damaged(path, e) from e
         raise UnsafeCheckpoint(
             f"refused to load {path}: it holds pickled objects other than tensors and plain containers, which "
             f"could run code when loaded (torch.load with weights_only=True rejected it). Re-save only the "
             f"state dict (torch.save(model.state_dict(), path)) from code you trust. Detail: {e}"
         ) from e
+    except (EOFError, RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise _damaged(path, e) from e
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state dict (a mapping from names to tensors)")
+        raise WeightsError(f"{path} does not hold a state dict (a mapping from names to tensors)")
     return dict(obj)
+
+
+def _damaged(path: Path, e: BaseException) -> WeightsError:
+    detail = (str(e).strip().splitlines() or [""])[0][:160]
+    real = os.path.realpath(path)
+    via = f" (a link to {real})" if real != os.path.abspath(path) else ""
+    return WeightsError(f"weights file {path}{via} is not a readable PyTorch checkpoint: truncated, damaged or "
+                        f"another kind of file ({type(e).__name__}: {detail})")
 
 
 def _strip(state: dict[str, Tensor], prefix: str, target: set[str]) -> dict[str, Tensor]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kdclaims import __version__
-from kdclaims.atomic import atomic_write_text
+from kdclaims.atomic import atomic_write_text, remove_stale_temps
 from kdclaims.stats import holm
 
 REPORT_VERSION = 1
@@ -72,6 +72,7 @@ def write_report(report: dict[str, Any], out_dir: Path, *, render: bool = True) 
     """Write report.json atomically (always) and, when ``render``, report.md and report.html beside it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
     path = out_dir / "report.json"
     atomic_write_text(path, json.dumps(report, indent=1, sort_keys=False))
     written = [path]

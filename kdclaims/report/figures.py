@@ -11,6 +11,7 @@ Kinds (see ``schema.Figure``): ``bars`` (paper Fig 2, 3, 4a), ``lines`` (Fig 4b-
 from __future__ import annotations
 
 import io
+import logging
 import math
 import textwrap
 from collections.abc import Callable, Sequence
@@ -28,10 +29,12 @@ from matplotlib.patches import Patch
 from kdclaims.report.markdown import fmt_ref
 from kdclaims.report.schema import ArmStat, ReportItem
 
+log = logging.getLogger("kdclaims.report")
 DPI = 100
 SHARE_METRICS = frozenset({"closer"})  # metrics that are a share of images, drawn with a chance line at 0.5
+# text.parse_math off: labels, arm and setting names come from users and are drawn verbatim ("$\\x$" is not TeX)
 _RC = {"font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 9, "figure.titlesize": 10,
-       "legend.fontsize": 8, "svg.hashsalt": "kdclaims"}
+       "legend.fontsize": 8, "svg.hashsalt": "kdclaims", "text.parse_math": False}
 _FIXED_COLOURS = {"teacher": "#333333", "independent": "#1f77b4", "kl": "#ff7f0e", "hint": "#2ca02c",
                   "crd": "#d62728"}
 _PALETTE = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78",
@@ -275,9 +278,18 @@ def _size(item: ReportItem) -> tuple[float, float]:
 
 
 def figure_png(item: ReportItem) -> bytes | None:
-    """The item's figure as PNG bytes, or None when ``has_figure(item)`` is False. Deterministic."""
+    """The item's figure as PNG bytes, or None when ``has_figure(item)`` is False. Deterministic. A figure that
+    cannot be drawn becomes a small PNG that says why (the report's tables never depend on a figure)."""
     if not has_figure(item):
         return None
+    try:
+        return _draw_png(item)
+    except Exception as e:  # noqa: BLE001 - any plotting failure: an error note instead of the figure
+        log.error("figure of %s could not be drawn: %s: %s", item.nodeid, type(e).__name__, e)
+        return _error_png(f"figure could not be drawn: {type(e).__name__}: {e}")
+
+
+def _draw_png(item: ReportItem) -> bytes:
     with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
         fig = MplFigure(figsize=_size(item), dpi=DPI, layout="constrained")
         FigureCanvasAgg(fig)
@@ -286,6 +298,16 @@ def figure_png(item: ReportItem) -> bytes | None:
         title = item.label + (f"  (paper {ref})" if ref else "")
         width_chars = int(fig.get_figwidth() * 13)
         fig.suptitle("\n".join(textwrap.wrap(title, width_chars)) or title)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _error_png(text: str) -> bytes:
+    with matplotlib.style.context("default"), matplotlib.rc_context(_RC):
+        fig = MplFigure(figsize=(6.4, 1.2), dpi=DPI)
+        FigureCanvasAgg(fig)
+        fig.text(0.02, 0.5, "\n".join(textwrap.wrap(text[:400], 90)), va="center", color="#b00020")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()

@@ -109,6 +109,16 @@ def md_escape(text: str) -> str:
     return " ".join(text.split())
 
 
+def md_code(text: str) -> str:
+    """``text`` as one inline code span: whitespace runs (newlines included) folded to one space, so it cannot
+    end its paragraph; the fence is one backtick longer than the longest run inside it."""
+    text = " ".join(text.split())
+    run = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (run + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}" if text else DASH
+
+
 def _fence(text: str) -> str:
     run = max((len(m) for m in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, run + 1)
@@ -224,7 +234,7 @@ def _item_md(it: ReportItem, slug: str) -> list[str]:
         lines += [f"- **family**: {md_escape(family)}"]
     if it.premises_failed:
         lines += [f"- **premises failed**: {md_escape('; '.join(it.premises_failed))}"]
-    lines += [f"- **node**: `{it.nodeid.replace('`', '')}`", ""]
+    lines += [f"- **node**: {md_code(it.nodeid)}", ""]
     for heading, exps in split_expectations(it):
         rows = [[md_escape(c) for c in expectation_row(e)] for e in exps]
         for r, e in zip(rows, exps):
@@ -243,7 +253,7 @@ def render_markdown(report: Report | Mapping[str, Any]) -> str:
     lines = [
         "# kdclaims report",
         "",
-        f"- **command**: `{report.command.replace('`', '')}`",
+        f"- **command**: {md_code(report.command)}",
         f"- **created**: {md_escape(report.created)} · kdclaims {md_escape(report.kdclaims_version)}",
         f"- **machine**: python {md_escape(m.python)} · torch {md_escape(m.torch)} · {md_escape(m.device)}",
         "",

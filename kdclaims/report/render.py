@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from kdclaims.atomic import remove_stale_temps
 from kdclaims.report.figures import figure_png
 from kdclaims.report.html import render_html
 from kdclaims.report.markdown import render_markdown
@@ -41,6 +42,8 @@ def parse_report(data: object, source: str = "<report>") -> Report:
     """Validate already-decoded JSON; a ``ReportError`` lists ``source: field: message`` per problem."""
     try:
         return Report.model_validate(data)
+    except RecursionError:
+        raise ReportError(f"{source}: nested too deeply to be a kdclaims report") from None
     except ValidationError as e:
         lines = [f"{source}: {_loc(err['loc'])}{_item_hint(data, err['loc'])}: {err['msg']}" for err in e.errors()]
         raise ReportError(f"{source}: not a valid kdclaims report ({len(lines)} problem"
@@ -54,17 +57,21 @@ def load_report(path: str | os.PathLike[str]) -> Report:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ReportError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ReportError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ReportError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except RecursionError:
+        raise ReportError(f"{path}: JSON nested too deeply to be a kdclaims report") from None
     return parse_report(data, str(path))
 
 
 def _write(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -95,6 +102,8 @@ def render_all(report: Report | str | os.PathLike[str], out_dir: str | os.PathLi
         rep = load_report(report)
         out_dir = Path(report).parent if out_dir is None else out_dir
     out = Path(out_dir)
+    remove_stale_temps(out)
+    remove_stale_temps(out / "figures")
     slugs = rep.slugs()
     pngs = {slug: figure_png(item) for slug, item in zip(slugs, rep.items)}
     written = [

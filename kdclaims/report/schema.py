@@ -9,6 +9,7 @@ of its headline expectation (the one that decided its verdict).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from datetime import datetime
@@ -241,10 +242,15 @@ class Report(_Strict):
         out = []
         for it in self.items:
             base = slugify(it.nodeid.rsplit("::", 1)[-1]) or "item"
+            if len(base) > MAX_SLUG:  # a file name: keep it well under NAME_MAX, unique by a hash of the node id
+                base = base[: MAX_SLUG - 13].rstrip("-") + "-" + hashlib.sha256(it.nodeid.encode()).hexdigest()[:12]
             n = seen.get(base, 0) + 1
             seen[base] = n
             out.append(base if n == 1 else f"{base}-{n}")
         return out
+
+
+MAX_SLUG = 96
 
 
 def slugify(text: str) -> str:

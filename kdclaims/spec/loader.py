@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kdclaims.spec.includes import IncludeBudget, claims_root, resolve_include
 from kdclaims.spec.schema import TIERS, Claim
 from kdclaims.spec.yamlsource import Source, SpecError, SpecErrors, dotted, load_source
 
@@ -60,18 +61,10 @@ def is_claim_file(path: Path) -> bool:
     )
 
 
-def _find_include(path: Path, name: str) -> Path:
-    """``name`` relative to the including file's folder, else to the nearest ancestor folder that has it."""
-    for d in [path.parent, *path.parent.parents]:
-        cand = (d / name).resolve()
-        if cand.is_file():
-            return cand
-        if d.name == "claims":
-            break
-    return (path.parent / name).resolve()
-
-
-def _load_with_includes(path: Path, depth: int = 0, seen: tuple[Path, ...] = ()) -> tuple[dict, list[Source]]:
+def _load_with_includes(
+    path: Path, depth: int = 0, seen: tuple[Path, ...] = (), budget: IncludeBudget | None = None
+) -> tuple[dict, list[Source]]:
+    budget = budget or IncludeBudget(claims_root(path))
     src = load_source(path)
     if src.data is None:
         raise SpecError(path, 1, "", "empty file")
@@ -83,16 +76,16 @@ def _load_with_includes(path: Path, depth: int = 0, seen: tuple[Path, ...] = ())
     if inc is None:
         return data, sources
     incs = [inc] if isinstance(inc, str) else inc
+    line = src.line_of(("include",))
     if not isinstance(incs, list) or not all(isinstance(i, str) for i in incs):
-        raise SpecError(path, src.line_of(("include",)), "include", "must be a file name or a list of them")
+        raise SpecError(path, line, "include", "must be a file name or a list of them")
     merged: dict = {}
     for i in incs:
-        target = _find_include(path, i)
+        target = resolve_include(path, i, budget.root, line)
         if depth >= MAX_INCLUDE_DEPTH or target in seen:
-            raise SpecError(path, src.line_of(("include",)), "include", f"include cycle or too deep at '{i}'")
-        if not target.is_file():
-            raise SpecError(path, src.line_of(("include",)), "include", f"no such file '{i}' (looked for {target})")
-        inc_data, inc_sources = _load_with_includes(target, depth + 1, seen + (path.resolve(),))
+            raise SpecError(path, line, "include", f"include cycle or too deep at '{i}'")
+        budget.charge(target, path, line, i)
+        inc_data, inc_sources = _load_with_includes(target, depth + 1, seen + (Path(os.path.realpath(path)),), budget)
         merged = deep_merge(merged, inc_data)
         sources.extend(inc_sources)
     return deep_merge(merged, data), sources
@@ -380,6 +373,9 @@ def load_claims(paths: Iterable[Path | str]) -> tuple[list[ClaimFile], list[Spec
             cf = load_claim_file(path)
         except SpecErrors as e:
             errors.extend(e.errors)
+            continue
+        except (ValueError, TypeError, OSError, RecursionError) as e:  # a bug must not hide the other files
+            errors.append(SpecError(path, None, "", f"could not be validated ({type(e).__name__}: {e})"))
             continue
         if cf.claim_id in first:
             line = load_source(path).line_of(("id",))

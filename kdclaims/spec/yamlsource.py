@@ -91,6 +91,8 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], state: _Walk) -
         return _scalar(node, state)
     except yaml.constructor.ConstructorError as e:
         raise SpecError("", line, _dotted(path), f"not allowed: {e.problem}") from None
+    except (ValueError, OverflowError, TypeError, AttributeError) as e:  # 2024-02-30, !!int abc, !!timestamp x, ...
+        raise SpecError("", line, _dotted(path), f"invalid {_tag_name(node.tag)} value: {_short(e)}") from None
 
 
 def _walk_collection(node: yaml.Node, path: Path_, lines: dict[Path_, int], state: _Walk) -> Any:
@@ -106,6 +108,9 @@ def _walk_collection(node: yaml.Node, path: Path_, lines: dict[Path_, int], stat
             key = _scalar(key_node, state)
         except yaml.constructor.ConstructorError as e:
             raise SpecError("", key_node.start_mark.line + 1, _dotted(path), f"not allowed: {e.problem}") from None
+        except (ValueError, OverflowError, TypeError, AttributeError) as e:
+            raise SpecError("", key_node.start_mark.line + 1, _dotted(path),
+                            f"invalid {_tag_name(key_node.tag)} key: {_short(e)}") from None
         if key == "<<":
             raise SpecError("", key_node.start_mark.line + 1, _dotted(path), "YAML merge keys are not supported; use include:")
         if key in out:
@@ -113,6 +118,15 @@ def _walk_collection(node: yaml.Node, path: Path_, lines: dict[Path_, int], stat
         lines[path + (key,)] = key_node.start_mark.line + 1
         out[key] = _walk(value_node, path + (key,), lines, state)
     return out
+
+
+def _tag_name(tag: str) -> str:
+    return tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _short(e: Exception) -> str:
+    text = str(e).split(";")[0]
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _scalar(node: yaml.Node, state: _Walk) -> Any:
