@@ -284,8 +284,11 @@ def _check_teacher_excluded(distiller: Distiller, params: list[nn.Parameter]) ->
             raise RuntimeError(f"{len(shared)} teacher parameter(s) among the trainable parameters")
 
 
-def _data_device(split) -> torch.device:
-    """Where a split's images live: tensors may sit on the GPU; a folder-backed split loads to the CPU."""
+def _data_device(split, device: torch.device) -> torch.device:
+    """Where a split's batches are made: tensors stay where they live (possibly the GPU); a split that decodes on
+    the device it feeds (``decodes_on_device``) makes them on ``device``; other folder-backed splits on the CPU."""
+    if getattr(split, "decodes_on_device", False):
+        return device
     x = split.__dict__.get("x") if hasattr(split, "__dict__") else None
     return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
 
@@ -368,9 +371,8 @@ def train(
                 g_aug = torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, _AUGMENT_STREAM, rank))
             meter = _Meter(device)
             tic = time.perf_counter()
-            batches = split.batches(
-                recipe.batch_size, shuffle=True, generator=order, drop_last=drop_last, device=_data_device(split)
-            )
+            batches = split.batches(recipe.batch_size, shuffle=True, generator=order, drop_last=drop_last,
+                                    device=_data_device(split, device))
             for batch in itertools.islice(batches, steps_per_epoch):
                 x, y, index = (t.to(device, non_blocking=True) for t in _shard(batch, rank, world))
                 if augment is not None:
@@ -506,7 +508,7 @@ def predict(
         with torch.inference_mode():
             preds = [
                 model(b.x.to(device, non_blocking=True)).argmax(1).cpu()
-                for b in split.batches(batch_size, device=_data_device(split))
+                for b in split.batches(batch_size, device=_data_device(split, device))
             ]
     finally:
         for m, mode in modes.items():
