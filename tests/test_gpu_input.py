@@ -20,7 +20,7 @@ import torch
 
 from kdclaims.data import build_dataset
 from kdclaims.data.folder import FolderSplit, load_rgb, worker_start_method
-from kdclaims.data.gpu_input import ImageOps, TensorFolderSplit, collate_encoded, decode_batch, read_encoded
+from kdclaims.data.gpu_input import ImageOps, TensorFolderSplit, decode_batch, read_encoded, unpack
 from kdclaims.train import _data_device
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "data"
@@ -73,15 +73,20 @@ def test_eval_images_match_the_pil_pipeline_on_the_fixture_tree():
 
 def test_jpeg_batches_decode_together_with_png_and_grayscale_files(jpeg_root):
     """JPEGs go to ``decode_jpeg`` as one batch; a PNG named .JPEG is decoded by the worker; a grayscale JPEG
-    becomes RGB; pixels match PIL's within tolerance. Fails without the fix: drop ``mode=RGB`` from the batched
-    ``decode_jpeg`` call and the grayscale image comes back with one channel (stack fails)."""
+    becomes RGB; pixels match PIL's within tolerance; 2 worker processes hand the bytes over. Fails without the fix:
+    drop ``mode=RGB`` from the batched ``decode_jpeg`` call and the grayscale image comes back with one channel
+    (stack fails); return one tensor per image from ``collate_encoded`` and the workers' queue feeder dies on
+    ``os.dup`` (EBADF), so the pass hangs (seen under ``timeout``)."""
     pil = _split("test", "pil", jpeg_root)
-    tensor = _split("test", "tensor", jpeg_root)
+    tensor = _split("test", "tensor", jpeg_root, num_workers=2)
     tensor.main_decode = True
     kinds = [read_encoded(f).ndim for f in tensor.files]
     assert kinds.count(3) == 1 and kinds.count(1) == len(kinds) - 1  # one PNG, the rest JPEG bytes
     x0, y0, _ = _all(pil, device="cpu")
-    x2, y2, _ = _all(tensor)
+    try:
+        x2, y2, _ = _all(tensor)
+    finally:
+        tensor.close()
     assert torch.equal(y0, y2)
     assert (x0 - x2).abs().max() <= TOL_MAX and (x0 - x2).abs().mean() <= TOL_MEAN
 
@@ -169,5 +174,6 @@ def test_split_and_transforms_load_in_spawned_workers():
     tensor = _split("test", "tensor")
     dataset, collate = tensor._dataset(torch.device("cuda"))
     clone, collate2 = pickle.loads(pickle.dumps((dataset, collate)))
-    assert collate2([clone[0], clone[1]])[1].tolist() == tensor.y[:2].tolist()
-    assert np.array_equal(clone[0][0].numpy(), read_encoded(tensor.files[0]).numpy())
+    flat, shapes, y, _ = collate2([clone[0], clone[1]])
+    assert y.tolist() == tensor.y[:2].tolist()
+    assert np.array_equal(unpack(flat, shapes)[1].numpy(), read_encoded(tensor.files[1]).numpy())

@@ -77,10 +77,24 @@ class EncodedFiles(ImageFiles):
         return read_encoded(self.files[i]), self.labels[i], i
 
 
-def collate_encoded(items: Sequence[tuple[Tensor, Tensor, int]]) -> tuple[list[Tensor], Tensor, Tensor]:
-    """Images of different sizes stay a list; labels and indices are stacked."""
+def collate_encoded(items: Sequence[tuple[Tensor, Tensor, int]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A worker's batch as four tensors (each tensor crossing processes costs a file descriptor, so not one per
+    image): every item's bytes flattened into one uint8 tensor, a (B, 4) table ``[length, C, H, W]`` (C = H = W = 0
+    for encoded bytes), the labels and the indices. ``unpack`` undoes it."""
     data, labels, index = zip(*items)
-    return list(data), torch.stack(list(labels)), torch.tensor(index, dtype=torch.long)
+    shapes = [[d.numel(), *(d.shape if d.ndim == 3 else (0, 0, 0))] for d in data]
+    flat = torch.cat([d.reshape(-1) for d in data])
+    return flat, torch.tensor(shapes, dtype=torch.long), torch.stack(list(labels)), torch.tensor(index, dtype=torch.long)
+
+
+def unpack(flat: Tensor, shapes: Tensor) -> list[Tensor]:
+    """The items of ``collate_encoded``: 1-D encoded bytes or (C, H, W) decoded images, views into ``flat``."""
+    out, start = [], 0
+    for length, c, h, w in shapes.tolist():
+        piece = flat[start:start + length]
+        out.append(piece.view(c, h, w) if c else piece)
+        start += length
+    return out
 
 
 def decode_batch(data: Sequence[Tensor], files: Sequence[str], device: torch.device) -> list[Tensor]:
@@ -209,8 +223,8 @@ class TensorFolderSplit(FolderSplit):
         base = self.loader_seed if generator is None else int(torch.randint(2**62, (1,), generator=generator))
         loader = self._loader(batch_size, drop_last, device)
         loader.sampler.order = order.tolist()
-        for b, (data, y, index) in enumerate(loader):
-            images = decode_batch(data, [self.files[i] for i in index.tolist()], device)
+        for b, (flat, shapes, y, index) in enumerate(loader):
+            images = decode_batch(unpack(flat, shapes), [self.files[i] for i in index.tolist()], device)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(base + b)
                 x = self.ops.apply(images)
