@@ -145,10 +145,13 @@ def test_pipeline_parameter_is_checked_and_the_trainer_feeds_its_device():
     assert _data_device(_split("test", "pil"), cuda) == torch.device("cpu")
 
 
-def test_workers_feeding_cuda_are_spawned():
-    """Fails without the fix: ``worker_start_method`` returning None (fork) for CUDA."""
+def test_workers_feeding_cuda_or_forked_from_a_cuda_process_are_spawned(monkeypatch):
+    """Fails without the fix: ``worker_start_method`` returning None (fork) for CUDA, or for CPU batches (a probe's
+    ``split.x``) in a process that has started CUDA."""
     assert worker_start_method(2, torch.device("cuda")) == "spawn"
     assert worker_start_method(2, torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert worker_start_method(2, torch.device("cpu")) == "spawn"
     assert worker_start_method(0, torch.device("cuda")) is None
     assert worker_start_method(2, torch.device("cpu"), "forkserver") == "forkserver"
 

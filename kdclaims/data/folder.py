@@ -99,13 +99,13 @@ def default_workers() -> int:
 
 
 def worker_start_method(workers: int, device: torch.device, requested: str | None = None) -> str | None:
-    """How DataLoader workers start: ``requested`` if given; ``spawn`` when the batches feed a CUDA device (forking
-    a process whose CUDA runtime has started threads can deadlock a worker, and torch warns about it); otherwise
-    None, the platform default (``fork`` on Linux: no re-import, fast). Spawned workers unpickle the dataset and its
-    transform, so neither may hold a lambda or a closure."""
+    """How DataLoader workers start: ``requested`` if given; ``spawn`` when the batches feed a CUDA device or this
+    process has started CUDA (forking a process whose CUDA runtime runs threads can hang a worker; Python and torch
+    warn about it); otherwise None, the platform default (``fork`` on Linux: fast, nothing re-imported). Spawned
+    workers unpickle the dataset and its transform, so neither may hold a lambda or a closure."""
     if workers == 0:
         return None
-    return requested or ("spawn" if device.type == "cuda" else None)
+    return requested or ("spawn" if device.type == "cuda" or torch.cuda.is_initialized() else None)
 
 
 @dataclass(eq=False)
@@ -115,9 +115,9 @@ class FolderSplit:
     ``x`` decodes every image once and keeps the tensor (for probes that index images directly); it is refused for
     splits with random transforms (``deterministic=False``) or of more than ``MAX_EAGER_IMAGES`` images.
     ``batches`` runs a DataLoader with ``num_workers`` worker processes (default ``min(8, cpu count)``, kept alive
-    between passes, started by ``start_method``: spawned when feeding CUDA), pinned memory when the target device is
-    CUDA, and the shuffle order drawn from ``generator`` in the main process. Random transforms in the workers are
-    seeded from ``loader_seed``.
+    between passes, started as ``worker_start_method`` says: spawned where CUDA is in use), pinned memory when the
+    target device is CUDA, and the shuffle order drawn from ``generator`` in the main process. Random transforms in
+    the workers are seeded from ``loader_seed``.
     """
 
     name: str
