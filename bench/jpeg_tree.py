@@ -13,6 +13,7 @@ scaled by U[0.8, 1.2], saved at JPEG quality 90: ImageNet's typical size and qua
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -62,8 +63,8 @@ def make_tree(root: Path, files: int = 3000, classes: int = 100, workers: int = 
             folder = root / "imagenet" / split / f"n{i % classes:08d}"
             folder.mkdir(parents=True, exist_ok=True)
             jobs.append((folder / f"{split}_{i:06d}.JPEG", seed, split_id, i))
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+    if workers > 1:  # spawned: the bench calls this after CUDA has started, and forking that process is unsafe
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             sizes = list(pool.map(_write, jobs, chunksize=32))
     else:
         sizes = [_write(job) for job in jobs]
