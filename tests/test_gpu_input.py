@@ -156,6 +156,7 @@ def test_workers_feeding_cuda_or_forked_from_a_cuda_process_are_spawned(monkeypa
     assert worker_start_method(2, torch.device("cpu"), "forkserver") == "forkserver"
 
 
+@pytest.mark.slow  # seconds of subprocesses (spawned workers import torch): CI runs it in its `-m slow` step
 def test_split_and_transforms_load_in_spawned_workers():
     """The ``pil`` training split (random v2 transform) and the tensor path's byte reader pickle, load and run in 2
     spawned workers, giving the batches forked workers give (workers are seeded alike). Fails without the fix: a
