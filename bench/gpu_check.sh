@@ -4,12 +4,12 @@
 #   enough) in .whl/ (see bench/gpu/README.md), then
 #   OUT=/some/dir bash bench/gpu_check.sh [STEP ...]      # steps 1 2 3 4 5, all by default
 # 1. the gpu tier's code paths on the stand-in ImageFolder of fixtures/ (pipeline: tensor - nvjpeg decoding and
-#    crops on the card, spawned DataLoader workers; bf16 autocast, channels_last, ResNet-50 -> ResNet-18 with
+#    crops on the card, DataLoader workers from a fork server; bf16 autocast, channels_last, ResNet-50 -> ResNet-18 with
 #    KL/Hint/CRD, every probe on CUDA), cold then warm;
 # 2. the benchmark's cuda and input rows (ResNet-18 on resident tensors; on a 3,000-JPEG tree through each input
 #    pipeline; TFLOPS against the card's peak);
 # 3. the layout tests on CUDA; 4. the input-pipeline tests on CUDA (nvjpeg against PIL, within tolerance);
-# 5. a count of the DataLoader's fork() warnings in everything above (0 expected: CUDA workers are spawned).
+# 5. a count of the DataLoader's fork() warnings in everything above (0 expected: no worker is forked from a CUDA process).
 # Everything it prints goes to $OUT/gpu_check.log (the bench's rows also to $OUT/bench_cuda.json). Worst case
 # about 9 minutes (each step has a timeout); the last run took far less.
 set -uo pipefail

@@ -145,13 +145,13 @@ def test_pipeline_parameter_is_checked_and_the_trainer_feeds_its_device():
     assert _data_device(_split("test", "pil"), cuda) == torch.device("cpu")
 
 
-def test_workers_feeding_cuda_or_forked_from_a_cuda_process_are_spawned(monkeypatch):
-    """Fails without the fix: ``worker_start_method`` returning None (fork) for CUDA, or for CPU batches (a probe's
-    ``split.x``) in a process that has started CUDA."""
-    assert worker_start_method(2, torch.device("cuda")) == "spawn"
+def test_workers_where_cuda_is_in_use_come_from_a_fork_server(monkeypatch):
+    """Fails without the fix: ``worker_start_method`` returning None (fork of this process) for CUDA, or for CPU
+    batches (a probe's ``split.x``) in a process that has started CUDA."""
+    assert worker_start_method(2, torch.device("cuda")) == "forkserver"
     assert worker_start_method(2, torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    assert worker_start_method(2, torch.device("cpu")) == "spawn"
+    assert worker_start_method(2, torch.device("cpu")) == "forkserver"
     assert worker_start_method(0, torch.device("cuda")) is None
     assert worker_start_method(2, torch.device("cpu"), "forkserver") == "forkserver"
 
@@ -159,8 +159,9 @@ def test_workers_feeding_cuda_or_forked_from_a_cuda_process_are_spawned(monkeypa
 @pytest.mark.slow  # seconds of subprocesses (spawned workers import torch): CI runs it in its `-m slow` step
 def test_split_and_transforms_load_in_spawned_workers():
     """The ``pil`` training split (random v2 transform) and the tensor path's byte reader pickle, load and run in 2
-    spawned workers, giving the batches forked workers give (workers are seeded alike). Fails without the fix: a
-    lambda in the transform (e.g. ``v2.Lambda(lambda x: x)`` appended in ``train_transform``) cannot be pickled."""
+    spawned workers (the strictest start method: a fork server's workers unpickle the same objects), giving the
+    batches forked workers give (workers are seeded alike). Fails without the fix: a lambda in the transform (e.g.
+    ``v2.Lambda(lambda x: x)`` appended in ``train_transform``) cannot be pickled."""
     spawned = _split("train", "pil", size=16, num_workers=2)
     spawned.start_method = "spawn"
     forked = _split("train", "pil", size=16, num_workers=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -98,14 +99,27 @@ def default_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
+# What the fork server imports once, so that each worker forked from it starts warm.
+FORKSERVER_PRELOAD = ["torch", "torchvision.io", "torchvision.transforms.v2", "kdclaims.data.folder",
+                      "kdclaims.data.gpu_input"]
+
+
 def worker_start_method(workers: int, device: torch.device, requested: str | None = None) -> str | None:
-    """How DataLoader workers start: ``requested`` if given; ``spawn`` when the batches feed a CUDA device or this
-    process has started CUDA (forking a process whose CUDA runtime runs threads can hang a worker; Python and torch
-    warn about it); otherwise None, the platform default (``fork`` on Linux: fast, nothing re-imported). Spawned
-    workers unpickle the dataset and its transform, so neither may hold a lambda or a closure."""
+    """How DataLoader workers start: ``requested`` if given; ``forkserver`` when the batches feed a CUDA device or
+    this process has started CUDA; otherwise None, the platform default (``fork`` on Linux).
+
+    Forking a process whose CUDA runtime runs threads can hang a worker (Python and torch warn about it). A fork
+    server is a clean process, started once with ``FORKSERVER_PRELOAD`` imported, that forks the workers: they start
+    in milliseconds, where spawned ones would each import torch (seconds, for every short-lived loader of a probe).
+    Either way the workers unpickle the dataset and its transform, so neither may hold a lambda or a closure."""
     if workers == 0:
         return None
-    return requested or ("spawn" if device.type == "cuda" or torch.cuda.is_initialized() else None)
+    if requested:
+        return requested
+    if device.type == "cuda" or torch.cuda.is_initialized():
+        multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
+        return "forkserver"
+    return None
 
 
 @dataclass(eq=False)
@@ -115,7 +129,7 @@ class FolderSplit:
     ``x`` decodes every image once and keeps the tensor (for probes that index images directly); it is refused for
     splits with random transforms (``deterministic=False``) or of more than ``MAX_EAGER_IMAGES`` images.
     ``batches`` runs a DataLoader with ``num_workers`` worker processes (default ``min(8, cpu count)``, kept alive
-    between passes, started as ``worker_start_method`` says: spawned where CUDA is in use), pinned memory when the
+    between passes, started as ``worker_start_method`` says: from a fork server where CUDA is in use), pinned memory when the
     target device is CUDA, and the shuffle order drawn from ``generator`` in the main process. Random transforms in
     the workers are seeded from ``loader_seed``.
     """
