@@ -10,8 +10,10 @@
 #    pipeline; TFLOPS against the card's peak);
 # 3. the layout tests on CUDA; 4. the input-pipeline tests on CUDA (nvjpeg against PIL, within tolerance);
 # 5. a count of the DataLoader's fork() warnings in everything above (0 expected: no worker is forked from a CUDA process).
-# Everything it prints goes to $OUT/gpu_check.log (the bench's rows also to $OUT/bench_cuda.json). Worst case
-# about 9 minutes (each step has a timeout); the last run took far less.
+# Everything it prints is appended to $OUT/gpu_check.log (the bench's rows also go to $OUT/bench_cuda.json), so
+# two calls (e.g. `... gpu_check.sh 1` then `... gpu_check.sh 2 3 4 5`, each under a 10-minute limit) make one
+# log and step 5 counts over both. Worst case of all steps, by their timeouts: about 12 minutes; the previous
+# check's steps 1-3 took under 3.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 STEPS=${*:-1 2 3 4 5}
@@ -23,7 +25,7 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, 'device', torch.cuda.get_device_name(0))"
-  echo "steps: $STEPS"
+  echo "steps: $STEPS ($(date -u +%FT%TZ))"
   if has 1; then
     echo "== 1a. gpu tier on the stand-in data, pipeline: tensor, cold (trains 1 teacher + 8 students)"
     /usr/bin/time -f "wall %e s" timeout 200 "${PYT[@]}" bench/gpu/claims -m gpu --kd-data fixtures/data --kd-cache /tmp/kdc \
@@ -47,7 +49,7 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
     echo "== 4. input-pipeline tests on CUDA (tensor pipeline decoding with nvjpeg, against PIL)"
     KDCLAIMS_INPUT_DEVICE=cuda timeout 120 "${PYT[@]}" tests/test_gpu_input.py -rA
   fi
-} 2>&1 | tee "$OUT/gpu_check.log"
+} 2>&1 | tee -a "$OUT/gpu_check.log"
 if has 5; then
   echo "== 5. DataLoader fork() warnings above: $(grep -c 'use of fork() may lead to deadlocks' "$OUT/gpu_check.log")" \
       | tee -a "$OUT/gpu_check.log"
