@@ -129,9 +129,9 @@ class FolderSplit:
     ``x`` decodes every image once and keeps the tensor (for probes that index images directly); it is refused for
     splits with random transforms (``deterministic=False``) or of more than ``MAX_EAGER_IMAGES`` images.
     ``batches`` runs a DataLoader with ``num_workers`` worker processes (default ``min(8, cpu count)``, kept alive
-    between passes, started as ``worker_start_method`` says: from a fork server where CUDA is in use), pinned memory when the
-    target device is CUDA, and the shuffle order drawn from ``generator`` in the main process. Random transforms in
-    the workers are seeded from ``loader_seed``.
+    between passes, started as ``worker_start_method`` says: from a fork server where CUDA is in use), pinned
+    memory when the target device is CUDA, and the shuffle order drawn from ``generator`` in the main process.
+    Random transforms in the workers are seeded from ``loader_seed``.
     """
 
     name: str
