@@ -6,8 +6,9 @@
 
 Sections: the trainer against a bare PyTorch loop; the ``pytest -m smoke`` suite cold, warm and under xdist; one
 cpu-tier claim cold vs warm; probe throughput; on CUDA, ResNet-18 training throughput (bf16 + channels_last vs
-fp32, trainer vs bare loop) and, on a tree of ImageNet-like JPEGs, each input pipeline against resident tensors. Timings depend on the machine and on whatever else runs on it: results.json records
-the CPU, the core count, torch's version, the device and the load average before and after.
+fp32, trainer vs bare loop) and, on a tree of ImageNet-like JPEGs, each input pipeline against resident tensors.
+Timings depend on the machine and on whatever else runs on it: results.json records the CPU, the core count,
+torch's version, the device and the load average before and after.
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ def collate_encoded(items: Sequence[tuple[Tensor, Tensor, int]]) -> tuple[Tensor
     data, labels, index = zip(*items)
     shapes = [[d.numel(), *(d.shape if d.ndim == 3 else (0, 0, 0))] for d in data]
     flat = torch.cat([d.reshape(-1) for d in data])
-    return flat, torch.tensor(shapes, dtype=torch.long), torch.stack(list(labels)), torch.tensor(index, dtype=torch.long)
+    index_t = torch.tensor(index, dtype=torch.long)
+    return flat, torch.tensor(shapes, dtype=torch.long), torch.stack(list(labels)), index_t
 
 
 def unpack(flat: Tensor, shapes: Tensor) -> list[Tensor]:
