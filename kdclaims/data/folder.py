@@ -117,6 +117,8 @@ def worker_start_method(workers: int, device: torch.device, requested: str | Non
     if requested:
         return requested
     if device.type == "cuda" or torch.cuda.is_initialized():
+        if "forkserver" not in multiprocessing.get_all_start_methods():
+            return "spawn"  # Windows
         multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
         return "forkserver"
     return None
