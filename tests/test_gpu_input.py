@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from kdclaims.data import build_dataset
 from kdclaims.data.folder import FolderSplit, load_rgb, worker_start_method
@@ -182,3 +183,25 @@ def test_split_and_transforms_load_in_spawned_workers():
     flat, shapes, y, _ = collate2([clone[0], clone[1]])
     assert y.tolist() == tensor.y[:2].tolist()
     assert np.array_equal(unpack(flat, shapes)[1].numpy(), read_encoded(tensor.files[1]).numpy())
+
+
+def test_bench_jpeg_tree_is_repeatable_imagenet_sized_and_readable(tmp_path):
+    """bench/jpeg_tree.py: the same arguments write the same bytes; images are ~500x375 (either orientation, ±15 %);
+    the ``imagenet`` dataset reads the tree. Fails without the fix: seed each image's generator from anything but
+    ``(seed, split, i)`` (e.g. ``np.random.default_rng()``) and two trees differ."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from jpeg_tree import make_tree
+
+    for name in ("a", "b"):
+        info = make_tree(tmp_path / name, files=8, classes=2, workers=1)
+        assert info["train"] == 8 and info["val"] == 2
+    files_a = sorted((tmp_path / "a").rglob("*.JPEG"))
+    assert len(files_a) == 10
+    for fa in files_a:
+        assert fa.read_bytes() == (tmp_path / "b" / fa.relative_to(tmp_path / "a")).read_bytes()
+        w, h = Image.open(fa).size
+        assert sorted((w, h))[0] in range(318, 432) and sorted((w, h))[1] in range(425, 576)
+    train = _split("train", "tensor", tmp_path / "a", size=32)
+    assert len(train) == 8 and train.num_classes == 2 and all(read_encoded(f).ndim == 1 for f in train.files)
