@@ -6,8 +6,9 @@
 
 Sections: the trainer against a bare PyTorch loop; the ``pytest -m smoke`` suite cold, warm and under xdist; one
 cpu-tier claim cold vs warm; probe throughput; on CUDA, ResNet-18 training throughput (bf16 + channels_last vs
-fp32, trainer vs bare loop). Timings depend on the machine and on whatever else runs on it: results.json records
-the CPU, the core count, torch's version, the device and the load average before and after.
+fp32, trainer vs bare loop) and, on a tree of ImageNet-like JPEGs, each input pipeline against resident tensors.
+Timings depend on the machine and on whatever else runs on it: results.json records the CPU, the core count,
+torch's version, the device and the load average before and after.
 """
 
 from __future__ import annotations
@@ -445,6 +446,40 @@ def bench_cuda_rates(quick: bool, device, size: int, batch: int | None) -> dict[
     return out
 
 
+# ------------------------------------------------------------------------------------------- input path
+
+
+INPUT_ROWS = [  # (key, name, unit, op, goal)
+    ("tensor_input", "JPEG tree, tensor pipeline: input img/s / resident-tensor training img/s", "x", ">=", 1.2),
+    ("pil_input", "JPEG tree, pil pipeline: input img/s / resident-tensor training img/s", "x", ">=", 1.2),
+    ("tensor_train", "training img/s on JPEGs, tensor pipeline / on resident tensors", "x", ">=", 0.9),
+    ("pil_train", "training img/s on JPEGs, pil pipeline / on resident tensors", "x", ">=", 0.9),
+    ("mfu", "ResNet-18 training TFLOPS (resident tensors) / card's bf16 peak", "x", ">=", 0.2),
+]
+
+
+def bench_input(quick: bool, device: str = "cuda", size: int = 224, batch: int = 256) -> list[Row]:
+    """ResNet-18 on ImageNet-like JPEGs (bench/jpeg_tree.py) through each pipeline, against resident tensors, and
+    its achieved TFLOPS against the card's peak; every ratio from rates measured in this one run."""
+    import torch
+
+    from input_rates import input_rates
+
+    if device == "cuda" and not torch.cuda.is_available():
+        return [Row("input", name, None, unit, op, goal, note="n/a: no CUDA") for _, name, unit, op, goal in INPUT_ROWS]
+    r = input_rates(quick, torch.device(device), size, batch)
+    peak, source = ((r["datasheet_tflops"], "datasheet dense bf16") if r["datasheet_tflops"]
+                    else (r["matmul_tflops"], "measured matmul"))
+    values = {k: r[k] / r["resident"] for k in ("tensor_input", "pil_input", "tensor_train", "pil_train")}
+    values["mfu"] = r["tflops"] / peak
+    details = {k: f"{r[k]:.0f} img/s vs {r['resident']:.0f} img/s resident; {r['detail']}" for k in values if k in r}
+    details["mfu"] = (f"{r['tflops']:.3g} TFLOPS ({r['flops_per_image'] / 1e9:.2f} GFLOP per image x "
+                      f"{r['resident']:.0f} img/s) vs {peak:.3g} ({source}); a large matmul attains "
+                      f"{r['matmul_tflops']:.3g}. Goal: FFCV's published ResNet-18 run (~9.8k img/s at ~176 px on "
+                      "one A100) is ~0.2 of that card's 312")
+    return [Row("input", name, values[k], unit, op, goal, details[k]) for k, name, unit, op, goal in INPUT_ROWS]
+
+
 # --------------------------------------------------------------------------------------------------- main
 
 
@@ -458,7 +493,7 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = ("trainer", "probes", "cuda", "claim", "smoke")
+SECTIONS = ("trainer", "probes", "cuda", "input", "claim", "smoke")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections only")
     p.add_argument("--out", help="results file (default bench/results.json; with --quick a file in the temp folder)")
     p.add_argument("--cuda-on-cpu", action="store_true", help=argparse.SUPPRESS)  # exercise the CUDA code path
+    p.add_argument("--input-on-cpu", action="store_true", help=argparse.SUPPRESS)  # the input section, on the CPU
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "kdclaims-bench-quick.json" if args.quick
                                            else ROOT / "bench" / "results.json")
@@ -492,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
                 elif section == "cuda":
                     rows += (bench_cuda(args.quick, "cpu", size=32, batch=16) if args.cuda_on_cpu
                              else bench_cuda(args.quick))
+                elif section == "input":
+                    rows += (bench_input(args.quick, "cpu", size=32, batch=8) if args.input_on_cpu
+                             else bench_input(args.quick))
                 elif section == "claim":
                     rows += bench_claim(args.quick, work)
                 elif section == "smoke":

@@ -303,8 +303,11 @@ def _check_teacher_excluded(distiller: Distiller, params: list[nn.Parameter]) ->
             raise RuntimeError(f"{len(shared)} teacher parameter(s) among the trainable parameters")
 
 
-def _data_device(split) -> torch.device:
-    """Where a split's images live: tensors may sit on the GPU; a folder-backed split loads to the CPU."""
+def _data_device(split, device: torch.device) -> torch.device:
+    """Where a split's batches are made: tensors stay where they live (possibly the GPU); a split that decodes on
+    the device it feeds (``decodes_on_device``) makes them on ``device``; other folder-backed splits on the CPU."""
+    if getattr(split, "decodes_on_device", False):
+        return device
     x = split.__dict__.get("x") if hasattr(split, "__dict__") else None
     return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
 
@@ -451,7 +454,7 @@ def _train_epoch(run: _Run, epoch: int, step: int) -> tuple[dict[str, Any], int]
     meter = _Meter(run.device)
     tic = time.perf_counter()
     batches = run.split.batches(run.recipe.batch_size, shuffle=True, generator=order_generator(run.seed, epoch),
-                                drop_last=run.drop_last, device=_data_device(run.split))
+                                drop_last=run.drop_last, device=_data_device(run.split, run.device))
     for batch in itertools.islice(batches, run.steps_per_epoch):
         _train_step(run, batch, step, g_aug, meter)
         step += 1
@@ -589,7 +592,7 @@ def predict(
         with torch.inference_mode():
             preds = [
                 model(b.x.to(device, non_blocking=True)).argmax(1).cpu()
-                for b in split.batches(batch_size, device=_data_device(split))
+                for b in split.batches(batch_size, device=_data_device(split, device))
             ]
     finally:
         for m, mode in modes.items():

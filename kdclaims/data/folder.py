@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -111,6 +112,31 @@ def default_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
+# What the fork server imports once, so that each worker forked from it starts warm.
+FORKSERVER_PRELOAD = ["torch", "torchvision.io", "torchvision.transforms.v2", "kdclaims.data.folder",
+                      "kdclaims.data.gpu_input"]
+
+
+def worker_start_method(workers: int, device: torch.device, requested: str | None = None) -> str | None:
+    """How DataLoader workers start: ``requested`` if given; ``forkserver`` when the batches feed a CUDA device or
+    this process has started CUDA; otherwise None, the platform default (``fork`` on Linux).
+
+    Forking a process whose CUDA runtime runs threads can hang a worker (Python and torch warn about it). A fork
+    server is a clean process, started once with ``FORKSERVER_PRELOAD`` imported, that forks the workers: they start
+    in milliseconds, where spawned ones would each import torch (seconds, for every short-lived loader of a probe).
+    Either way the workers unpickle the dataset and its transform, so neither may hold a lambda or a closure."""
+    if workers == 0:
+        return None
+    if requested:
+        return requested
+    if device.type == "cuda" or torch.cuda.is_initialized():
+        if "forkserver" not in multiprocessing.get_all_start_methods():
+            return "spawn"  # Windows
+        multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
+        return "forkserver"
+    return None
+
+
 @dataclass(eq=False)
 class FolderSplit:
     """A split of image files decoded on the fly, with the interface of ``Split``.
@@ -118,8 +144,9 @@ class FolderSplit:
     ``x`` decodes every image once and keeps the tensor (for probes that index images directly); it is refused for
     splits with random transforms (``deterministic=False``) or of more than ``MAX_EAGER_IMAGES`` images.
     ``batches`` runs a DataLoader with ``num_workers`` worker processes (default ``min(8, cpu count)``, kept alive
-    between passes), pinned memory when the target device is CUDA, and the shuffle order drawn from ``generator``
-    in the main process. Random transforms in the workers are seeded from ``loader_seed``.
+    between passes, started as ``worker_start_method`` says: from a fork server where CUDA is in use), pinned
+    memory when the target device is CUDA, and the shuffle order drawn from ``generator`` in the main process.
+    Random transforms in the workers are seeded from ``loader_seed``.
     """
 
     name: str
@@ -137,6 +164,7 @@ class FolderSplit:
     loader_seed: int = 0
     channels: int = 3
     deterministic: bool = True  # False when ``transform`` draws random numbers (training augmentation)
+    start_method: str | None = None  # the workers' start method; None: see ``worker_start_method``
     _loaders: dict = field(default_factory=dict, init=False, repr=False)
     _x: Tensor | None = field(default=None, init=False, repr=False)
 
@@ -193,18 +221,26 @@ class FolderSplit:
         gid = self.group_names.index(name)
         return self.subset(torch.nonzero(self.groups == gid).flatten(), name=f"{self.name}/{name}")
 
-    def _loader(self, batch_size: int, drop_last: bool, pin: bool) -> DataLoader:
-        key = (batch_size, drop_last, pin)
+    def _dataset(self, device: torch.device) -> tuple[Dataset, Callable | None]:
+        """The DataLoader's dataset and collate function (None: the default) for batches bound for ``device``."""
+        return ImageFiles(self.files, self.y, self.transform), None
+
+    def _loader(self, batch_size: int, drop_last: bool, device: torch.device) -> DataLoader:
+        pin = device.type == "cuda" and torch.cuda.is_available()
+        dataset, collate = self._dataset(device)
+        key = (batch_size, drop_last, device.type, type(dataset))
         if key not in self._loaders:
             workers = default_workers() if self.num_workers is None else int(self.num_workers)
             self._loaders[key] = DataLoader(
-                ImageFiles(self.files, self.y, self.transform),
+                dataset,
                 batch_size=batch_size,
                 sampler=_OrderSampler(),
                 drop_last=drop_last,
                 num_workers=workers,
+                collate_fn=collate,
                 pin_memory=pin,
                 persistent_workers=workers > 0,
+                multiprocessing_context=worker_start_method(workers, device, self.start_method),
                 generator=torch.Generator().manual_seed(self.loader_seed),
             )
         return self._loaders[key]
@@ -222,8 +258,7 @@ class FolderSplit:
         if n == 0:
             return
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
-        loader = self._loader(batch_size, drop_last, pin)
+        loader = self._loader(batch_size, drop_last, torch.device(device))
         loader.sampler.order = order.tolist()
         try:
             for x, y, idx in loader:
@@ -280,12 +315,17 @@ def imagenet(
     crop_scale: Sequence[float] = (0.08, 1.0),
     n: int | None = None,
     num_workers: int | None = None,
+    pipeline: str = "pil",
 ) -> FolderSplit:
     """ImageNet from ROOT/imagenet/{train,val}/<wnid>/*.JPEG; classes = the sorted wnid folders of train (or val).
 
     Train images get ``augment`` (RandomResizedCrop(size, crop_scale) + flip by default); test images
-    Resize(size·256/224) + CenterCrop(size). ``n`` keeps a seeded class-stratified subset.
+    Resize(size·256/224) + CenterCrop(size). ``n`` keeps a seeded class-stratified subset. ``pipeline``: ``pil``
+    (PIL decodes in DataLoader workers) or ``tensor`` (torchvision decodes and transforms on the training device,
+    ``kdclaims.data.gpu_input``).
     """
+    if pipeline not in ("pil", "tensor"):
+        raise ValueError(f"imagenet: pipeline must be 'pil' or 'tensor', got '{pipeline}'")
     sub = {"train": "train", "test": "val"}.get(split)
     if sub is None:
         raise ValueError(f"imagenet: split must be 'train' or 'test', got '{split}'")
@@ -302,5 +342,9 @@ def imagenet(
     out = FolderSplit(name=f"imagenet-{split}", files=files, y=labels, num_classes=len(classes), transform=transform,
                       image_size=size, num_workers=num_workers, loader_seed=seed,
                       deterministic=split == "test" or augment == "none")
+    if pipeline == "tensor":
+        from kdclaims.data.gpu_input import ImageOps, with_tensor_pipeline
+
+        out = with_tensor_pipeline(out, ImageOps(size, augment if split == "train" else "none", tuple(crop_scale)))
     index = select(labels, None, [], n=n, composition=None, generator=stream(seed, split, "imagenet", "select"))
     return out if index is None else out.subset(index)
