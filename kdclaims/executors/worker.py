@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from kdclaims.plan import Node, lock_held
 
 POLL_S = 0.5
@@ -131,11 +133,17 @@ def work(nodes: list[Node], trainer: Trainer, *, index: int = 0, count: int = 1,
             if any(not store.is_complete(d) for d in n.deps) or lock_held(store, n.key):
                 waiting = True  # its teacher is not ready yet, or another worker trains it now
                 continue
+            claim = _claim(store, n.key)
+            if claim is None:  # another worker took it a moment ago
+                waiting = True
+                continue
             t0 = time.time()
             try:
                 outcome, msg = trainer.train(n), ""
             except Exception as e:  # noqa: BLE001 - one model's failure is reported; the others go on
                 outcome, msg = "failed", f"{type(e).__name__}: {e}"
+            finally:
+                claim.release()
             done[n.key] = outcome
             if report:
                 report(n, outcome, time.time() - t0, msg)
@@ -146,6 +154,18 @@ def work(nodes: list[Node], trainer: Trainer, *, index: int = 0, count: int = 1,
                 break
             time.sleep(POLL_S)
     return done
+
+
+def _claim(store: Any, key: str) -> FileLock | None:
+    """Take ``locks/<key>.claim`` without waiting (None when another worker holds it). A separate file from the
+    store's own lock, which ``get_or_train`` takes next: two workers that both saw the key free cannot both
+    start on it."""
+    lock = FileLock(str(store.root / "locks" / f"{key}.claim"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return None
+    return lock
 
 
 def worker_device(job: Job, index: int) -> str | None:
@@ -166,3 +186,11 @@ def set_threads(n: int | None) -> None:
 
         torch.set_num_threads(n)
         os.environ["OMP_NUM_THREADS"] = str(n)
+
+
+def job_from_context(ctx: Any, threads: int | None = 1) -> Job:
+    """The ``Job`` that rebuilds ``ctx`` in another process."""
+    return Job(cache=str(Path(ctx.store.root).resolve()), tier=ctx.tier,
+               data_root=str(ctx.data_root) if ctx.data_root else None,
+               weights_dir=str(ctx.weights_dir) if ctx.weights_dir else None,
+               device=str(ctx.device), recipe_mode=ctx.recipe_mode, threads=threads)
