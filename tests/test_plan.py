@@ -103,8 +103,8 @@ class _Fake:
 
 def test_worker_skips_students_of_a_failed_teacher_and_reports_every_model(tmp_path):
     """Can fail: a worker that tried the students of a failed teacher (they would train the teacher again
-    inside their own job), or dropped a model from its report (checked by removing the failed-teacher branch
-    of ``work``: the students were asked for)."""
+    inside their own job), or waited for it forever (checked by removing the failed-teacher branch of
+    ``work``: the worker kept waiting for the teacher and the test hung until killed)."""
     _claims(tmp_path)
     ctx = _ctx(tmp_path)
     plan = build_plan(_items(tmp_path), ctx, with_cost=False)
@@ -135,8 +135,8 @@ def _pytest(tmp_path: Path, *extra: str) -> tuple[str, list[dict]]:
 def test_pytest_pretrains_the_plan_before_the_items(tmp_path):
     """``--kd-jobs 2``: the plugin trains the selection's models in two processes before any item runs; the
     item then loads them (reported as trained in this run). Can fail: without the plugin's
-    ``pytest_runtestloop`` step the summary line is missing and the items train for themselves (checked by
-    removing the hook)."""
+    ``pytest_runtestloop`` step the summary line is missing and the items train for themselves (the same
+    mutation, disabling the step, made test_train_then_pytest_trains_nothing fail on that line)."""
     _claims(tmp_path)
     out, models = _pytest(tmp_path, "--kd-jobs", "2")
     assert "kdclaims plan: 5 models needed, 5 trained before the items" in out
@@ -145,8 +145,9 @@ def test_pytest_pretrains_the_plan_before_the_items(tmp_path):
 
 def test_train_then_pytest_trains_nothing(tmp_path, capsys):
     """``kdclaims train`` fills exactly the plan: afterwards ``kdclaims plan`` shows every model cached and a
-    pytest run of the claim trains none (its items load every model from the store). Can fail: a plan whose
-    keys differ from the items' (checked by adding a field to the plan's student key: pytest trained 4)."""
+    pytest run of the claim trains none (its items load every model from the store). Can fail: an executor
+    that leaves part of the plan untrained (checked by making it skip the plan's last model: "4 trained"), or
+    a pytest run without the pre-training step (checked by disabling it: no "kdclaims plan:" line)."""
     claims = _claims(tmp_path)
     common = ["tiny-claim", "--tier", "smoke", "--path", str(claims), "--kd-cache", str(tmp_path / "cache")]
     assert cli(["plan", *common, "--json"]) == 0
@@ -163,8 +164,8 @@ def test_train_then_pytest_trains_nothing(tmp_path, capsys):
 
 
 def test_slurm_options_file_errors_are_located(tmp_path):
-    """Can fail: an unknown option or a wrong type passed silently to sbatch (checked by removing the checks
-    in ``load_options``)."""
+    """Can fail: an unknown option or a wrong type passed on to sbatch (checked by removing the unknown-key
+    check in ``load_options``: a KeyError instead of the located message)."""
     bad = tmp_path / "slurm.yaml"
     bad.write_text("partition: gpu\ngpus_per_tasks: 1\n")
     with pytest.raises(ValueError, match=r"slurm.yaml:2: gpus_per_tasks: unknown option"):
