@@ -9,6 +9,7 @@ Needs root and Debian's ``slurm-wlm munge slurmdbd mariadb-server``; skipped oth
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -95,3 +96,34 @@ def test_slurm_trains_the_plan_and_pytest_then_trains_nothing(cluster, tmp_path)
     assert "kdclaims plan: 9 models needed, 0 trained before the items" in run.stdout
     models = [m for it in json.loads((report / "report.json").read_text())["items"] for m in it["extras"]["models"]]
     assert len(models) == 9 and {m["source"] for m in models} == {"cache"}
+
+
+def test_a_failing_task_is_retried_once_then_reported_with_its_log(cluster, tmp_path):
+    """A claim whose data folder does not exist: every task fails. The teacher is submitted twice, the student
+    array that waited for it is replaced, the independent student (no teacher) is tried twice, and the
+    distilled student is reported without being submitted. Can fail: no retry, a failure without its log
+    path, or a run that hangs on a student array whose dependency can never be met (checked by removing the
+    cancel-and-resubmit branch of ``run_slurm``: the command waited until the test's timeout)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from claimkit import TINY_CLAIM
+
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    text = TINY_CLAIM.format(id="no-data").replace("{name: synthetic, n: 160, size: 8, num_classes: 4}",
+                                                   "{name: imagenet, size: 8, num_workers: 0}")
+    (claims / "no-data.yaml").write_text(text)
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "kdclaims.cli", "train", "no-data", "--tier", "smoke", "--path", str(claims),
+           "--kd-cache", str(cache), "--kd-data", str(tmp_path / "absent"), "--executor", "slurm",
+           "--time-min", "5", "--quiet"]
+    proc = _run(cmd, cluster, ROOT, 600)
+    err = proc.stderr
+    assert proc.returncode == 1, err
+    assert "0 trained, 0 found in the store, 3 failed" in err, err
+    logs = re.findall(r"FAILED no-data:(teacher|independent:0): .*\(log: (\S+_log\.err)\)", err)
+    assert sorted(who for who, _ in logs) == ["independent:0", "teacher"], err
+    assert all(Path(log).is_file() for _, log in logs)
+    assert "FAILED no-data:kl:0: its teacher failed twice" in err
+    scripts = [p.read_text() for p in (cache / "slurm").glob("*_submission.sh")]
+    # teacher, first student array (cancelled), teacher again, the independent student, and it again
+    assert len(scripts) == 5, [s.count("\n") for s in scripts]
