@@ -68,9 +68,9 @@ def _run(cmd: list[str], cluster: Path, cwd: Path, timeout: int) -> subprocess.C
 
 
 def test_slurm_trains_the_plan_and_pytest_then_trains_nothing(cluster, tmp_path):
-    """Can fail: students submitted without the dependency on the teachers' array, a task whose model lands
-    under another key than the items read, or a failure not reported (checked: with ``_submit``'s ``after``
-    ignored the dependency assertion failed; with the slurm task returning before training, pytest trained 9)."""
+    """Can fail: students submitted without the dependency on the teachers' array, or a task whose model lands
+    under another key than the items read (checked with ``_submit``'s ``after`` ignored: the student array's
+    submission script had no ``--dependency`` line, which the assertion below requires)."""
     cache = tmp_path / "cache"
     kd = [sys.executable, "-m", "kdclaims.cli"]
     sel = [CLAIM, "--tier", "smoke", "--path", str(ROOT / "claims"), "--kd-cache", str(cache)]
@@ -103,7 +103,8 @@ def test_a_failing_task_is_retried_once_then_reported_with_its_log(cluster, tmp_
     array that waited for it is replaced, the independent student (no teacher) is tried twice, and the
     distilled student is reported without being submitted. Can fail: no retry, a failure without its log
     path, or a run that hangs on a student array whose dependency can never be met (checked by removing the
-    cancel-and-resubmit branch of ``run_slurm``: the command waited until the test's timeout)."""
+    cancel-and-resubmit branch of ``run_slurm``: the command hung, its student array pending with
+    DependencyNeverSatisfied, until killed after 150 s)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from claimkit import TINY_CLAIM
 
