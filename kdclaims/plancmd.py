@@ -4,8 +4,8 @@ with an executor (``local`` processes, or ``slurm`` job arrays through submitit)
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ def add_commands(sub: Any) -> None:
     _common(s)
     s.add_argument("--executor", choices=("local", "slurm"), default="local")
     s.add_argument("--jobs", type=int, default=1, help="local: worker processes (one thread or one GPU each)")
-    s.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
+    s.add_argument("--threads", type=int, help="torch CPU threads per worker (default: 1 with --jobs > 1, "
+                   "--cpus-per-task on slurm, torch's own otherwise)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     g = s.add_argument_group("slurm (flags override --slurm-config)")
     g.add_argument("--slurm-config", metavar="YAML", help="partition, gpus_per_task, time_min, ... (see docs/scale.md)")
@@ -55,7 +56,7 @@ def _plan(args: argparse.Namespace, *, with_cost: bool = True):
     store = store_of(args.kd_cache)
     job = Job(cache=str(store.root.resolve()), tier=args.tier, data_root=_abs(args.kd_data),
               weights_dir=_abs(args.kd_weights), device=args.kd_device, recipe_mode=args.kd_recipe,
-              threads=getattr(args, "threads", 1), claims_path=_abs(args.path))
+              claims_path=_abs(args.path))
     items = select_items(args.claims, args.tier, args.path, args.setting)
     if not items:
         raise ValueError(f"no {args.tier} item in the selection (see `kdclaims list`)")
@@ -102,6 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         opts = slurm_options(args, Path(job.cache)) if args.executor == "slurm" else None
         if opts is not None:
             opts.check("--executor slurm")
+        threads = args.threads or (opts.cpus_per_task if opts is not None else 1 if args.jobs > 1 else None)
+        job = replace(job, threads=threads)
     except ValueError as e:
         print(f"kdclaims: {e}", file=sys.stderr)
         return 2

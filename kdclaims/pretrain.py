@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 log = logging.getLogger("kdclaims.pretrain")
@@ -86,7 +86,9 @@ def pretrain(specs: list[Any], context: Any, jobs: int | None, job_for: Any) -> 
         if share is not None:
             work(plan.nodes, Trainer(ctx), index=share[0], count=share[1], report=note)
         else:
-            result = run_local(plan, job_for(ctx), jobs or 1, progress=False, ctx=ctx)
+            # one thread per spawned worker, and for tiny smoke models; torch's default when training here
+            threads = 1 if (jobs or 1) > 1 or tier == "smoke" else None
+            result = run_local(plan, replace(job_for(ctx), threads=threads), jobs or 1, progress=False, ctx=ctx)
             for key, outcome in result.results.items():
                 note(by_key[key], outcome, 0.0, result.errors.get(by_key[key].label, ""))
             if result.interrupted:

@@ -64,9 +64,14 @@ def run_local(plan: Plan, job: Job, jobs: int = 1, *, progress: bool = True, ctx
 
     try:
         if jobs <= 1:
+            import torch
+
+            before = torch.get_num_threads()
             set_threads(job.threads)
-            trainer = Trainer(ctx or job.context())
-            work(plan.nodes, trainer, report=lambda n, o, s, m: note(n.key, o, s, m))
+            try:
+                work(plan.nodes, Trainer(ctx or job.context()), report=lambda n, o, s, m: note(n.key, o, s, m))
+            finally:
+                torch.set_num_threads(before)
         else:
             _run_children(plan, job, jobs, note)
     except KeyboardInterrupt:

@@ -7,7 +7,6 @@ spawned worker process or in a SLURM task.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,11 +180,11 @@ def worker_device(job: Job, index: int) -> str | None:
 
 
 def set_threads(n: int | None) -> None:
+    """torch's intra-op threads (None: leave torch's default)."""
     if n:
         import torch
 
         torch.set_num_threads(n)
-        os.environ["OMP_NUM_THREADS"] = str(n)
 
 
 def job_from_context(ctx: Any, threads: int | None = 1) -> Job:
