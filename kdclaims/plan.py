@@ -4,7 +4,8 @@ students), each with its store key, state and an estimated cost.
 Keys come from ``Bank.model_key`` (through ``kdclaims.launch.targets``), so the plan names exactly the entries a
 pytest item or ``kdclaims.launch`` reads. States:
 
-- ``cached``: a complete entry in the store (its manifest exists);
+- ``cached``: a complete entry in the store (its manifest exists) or in one of its read-only fallbacks (the
+  shipped fixture store of smoke models);
 - ``training``: missing, and another process holds the key's lock right now;
 - ``missing``: missing and nobody is training it;
 - ``weights``: a teacher loaded from a file (nothing to train).
@@ -123,10 +124,16 @@ def lock_held(store: CheckpointStore, key: str) -> bool:
         return True
 
 
+def available(store: CheckpointStore, key: str) -> bool:
+    """Whether loading ``key`` needs no training: complete in the store or in one of its read-only fallbacks
+    (the shipped fixture store of smoke models)."""
+    return store.is_complete(key) or any(fb.is_complete(key) for fb in getattr(store, "fallbacks", ()))
+
+
 def state_of(node: Node, store: CheckpointStore) -> str:
     if node.weights:
         return "weights"
-    if store.is_complete(node.key):
+    if available(store, node.key):
         return "cached"
     return "training" if lock_held(store, node.key) else "missing"
 
@@ -249,6 +256,11 @@ def select_items(claims: list[str], tier: str, path: str | None, setting: str | 
 
 
 def store_of(cache: str | None) -> CheckpointStore:
+    """The store the CLI opens (``--kd-cache``, else ``$KDCLAIMS_CACHE``, else ``.kdclaims/cache``), with the
+    fixture store as its fallback, as pytest opens it."""
     import os
 
-    return CheckpointStore(Path(cache or os.environ.get("KDCLAIMS_CACHE") or ".kdclaims/cache").expanduser())
+    from kdclaims import fixture_store
+
+    root = Path(cache or os.environ.get("KDCLAIMS_CACHE") or ".kdclaims/cache").expanduser()
+    return CheckpointStore(root, fallbacks=fixture_store.fallbacks())

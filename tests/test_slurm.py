@@ -59,7 +59,9 @@ def cluster():
 
 def _env(cluster: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KDCLAIMS_", "SLURM_"))}
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", SLURM_CONF=str(cluster / "slurm.conf"))
+    # KDCLAIMS_FIXTURE_STORE=0: the shipped smoke models must not stand in for the ones this test trains
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", SLURM_CONF=str(cluster / "slurm.conf"),
+               KDCLAIMS_FIXTURE_STORE="0")
     return env
 
 

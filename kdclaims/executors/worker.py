@@ -15,7 +15,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from kdclaims.plan import Node, lock_held
+from kdclaims.plan import Node, available, lock_held
 
 POLL_S = 0.5
 
@@ -37,11 +37,13 @@ class Job:
     def context(self, store: Any = None, device: str | None = None) -> Any:
         import torch
 
+        from kdclaims import fixture_store
         from kdclaims.bank import RunContext
         from kdclaims.store import CheckpointStore
 
         dev = device or self.device or ("cuda" if self.tier == "gpu" and torch.cuda.is_available() else "cpu")
-        return RunContext(store=store or CheckpointStore(self.cache), tier=self.tier,
+        store = store or CheckpointStore(self.cache, fallbacks=fixture_store.fallbacks())
+        return RunContext(store=store, tier=self.tier,
                           data_root=_p(self.data_root), weights_dir=_p(self.weights_dir), device=torch.device(dev),
                           progress=self.progress, recipe_mode=self.recipe_mode)
 
@@ -115,21 +117,21 @@ def work(nodes: list[Node], trainer: Trainer, *, index: int = 0, count: int = 1,
     done: dict[str, str] = {}
     known = {n.key for n in order}
     for n in order:  # a teacher outside the list that is not in the store would be waited for forever
-        if any(d not in known and not store.is_complete(d) for d in n.deps):
+        if any(d not in known and not available(store, d) for d in n.deps):
             done[n.key] = "failed"
             if report:
                 report(n, "failed", 0.0, "its teacher is neither in the plan nor in the store")
     while not stop():
         waiting, progressed = False, False
         for n in order:
-            if n.key in done or store.is_complete(n.key):
+            if n.key in done or available(store, n.key):
                 continue
             if any(done.get(d) == "failed" for d in n.deps):
                 done[n.key] = "failed"
                 if report:
                     report(n, "failed", 0.0, "its teacher failed")
                 continue
-            if any(not store.is_complete(d) for d in n.deps) or lock_held(store, n.key):
+            if any(not available(store, d) for d in n.deps) or lock_held(store, n.key):
                 waiting = True  # its teacher is not ready yet, or another worker trains it now
                 continue
             claim = _claim(store, n.key)
