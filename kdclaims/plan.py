@@ -172,7 +172,8 @@ def _manifests(store: CheckpointStore) -> list[dict[str, Any]]:
             m = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(m, dict) and isinstance(m.get("recipe"), dict) and isinstance(m.get("train_seconds"), (int, float)):
+        if isinstance(m, dict) and isinstance(m.get("recipe"), dict) and \
+                isinstance(m.get("train_seconds"), (int, float)):
             out.append(m)
     return out
 
