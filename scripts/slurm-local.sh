@@ -45,7 +45,8 @@ start_munge() {
   [ -f "$D/munge/munge.key" ] || { dd if=/dev/urandom of="$D/munge/munge.key" bs=1024 count=1 status=none
     chown munge:munge "$D/munge/munge.key"; chmod 400 "$D/munge/munge.key"; }
   # the default socket: SLURM's clients (sacct, sacctmgr) reach munged only there, whatever AuthInfo says
-  [ -S "$SOCK" ] && munge -S "$SOCK" -n >/dev/null 2>&1 && die "a munged already serves $SOCK; stop it first"
+  if [ -S "$SOCK" ] && munge -S "$SOCK" -n >/dev/null 2>&1; then
+    echo "slurm-local: using the munged already serving $SOCK"; return; fi
   mkdir -p "$(dirname "$SOCK")"; chown munge:munge "$(dirname "$SOCK")"; chmod 755 "$(dirname "$SOCK")"
   launch munged munge munged -F --key-file="$D/munge/munge.key" --socket="$SOCK" \
     --pid-file="$D/munge/munged.pid" --log-file="$D/munge/munged.log" --seed-file="$D/munge/munged.seed"

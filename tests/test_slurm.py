@@ -24,7 +24,7 @@ SCRIPT = ROOT / "scripts" / "slurm-local.sh"
 CLAIM = "accuracy-gain"  # 9 smoke models: a teacher and 8 students that need it
 BINARIES = ("munged", "slurmctld", "slurmd", "slurmdbd", "mariadbd", "sbatch", "sacct")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm-local")]  # one cluster: its tests on one worker
 
 
 def _why_not() -> str | None:
