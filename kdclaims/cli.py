@@ -1,4 +1,4 @@
-"""The ``kdclaims`` command: list, validate, schema, show, run, tune, report.
+"""The ``kdclaims`` command: list, validate, schema, show, run, tune, report, plan, train.
 
 Exit codes: 0 success; 1 validation problems (``validate``), or with ``run --strict`` a verdict other than
 supported; 2 usage errors, missing data/weights, or a crash.
@@ -371,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output folder (default: beside report.json; required when merging)")
     s.add_argument("--tier", nargs="+", choices=("smoke", "cpu", "gpu"), help="keep only these tiers")
     s.set_defaults(fn=cmd_report)
+
+    from kdclaims.plancmd import add_commands
+
+    add_commands(sub)  # plan, train
     return p
 
 

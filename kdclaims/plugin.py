@@ -47,6 +47,8 @@ class KDState:
         self.allow_inconclusive = opt("kd_allow_inconclusive")
         self.progress = opt("kd_progress")
         self.items: dict[str, dict[str, Any]] = {}
+        self.jobs = opt("kd_jobs")
+        self.pretrained = None  # kdclaims.pretrain.Pretrained, once the plan ran
         self._store = None
         self.started = time.time()
 
@@ -103,6 +105,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--kd-recipe", choices=("paper", "fast"), default="paper", help="training recipe of the gpu tier")
     g.addoption("--kd-allow-inconclusive", action="store_true", help="an inconclusive verdict passes (reported)")
     g.addoption("--kd-progress", action="store_true", help="show training progress bars")
+    g.addoption("--kd-jobs", type=int, metavar="N", help="without xdist: train the selection's missing models "
+                "in N processes before the items run (default 1; under -n the xdist workers share them)")
 
 
 def _explicit_dist(config: pytest.Config) -> bool:
@@ -159,6 +163,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
         torch.set_num_threads(1)
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session: pytest.Session):
+    """Train the selection's missing models (the plan, ``kdclaims.pretrain``) before any item runs."""
+    config = session.config
+    skip = config.option.collectonly or (session.testsfailed and not config.option.continue_on_collection_errors)
+    specs = [i.spec for i in session.items if isinstance(i, ClaimTestItem)]
+    if specs and not skip:
+        from kdclaims.executors.worker import job_from_context
+        from kdclaims.pretrain import pretrain
+
+        state: KDState = config.stash[STATE]
+        try:
+            state.pretrained = pretrain(specs, state.context, state.jobs, job_from_context)
+        except Exception as e:  # noqa: BLE001 - e.g. an unusable --kd-cache: every item reports it itself
+            log.warning("kdclaims: no models trained before the items: %s: %s", type(e).__name__, e)
+    yield
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -220,6 +242,10 @@ class ClaimTestItem(pytest.Item):
         try:
             with _threads(1 if spec.tier == "smoke" else None):
                 result = run_claim(claim, state.context(spec.tier))
+            if state.pretrained is not None:
+                from kdclaims.pretrain import mark_pretrained
+
+                mark_pretrained(result.events, state.pretrained.trained)
         except Missing as e:
             if spec.tier == "smoke":
                 self._record(state, "failed", "error", f"smoke fixtures missing: {e}", None, t0)
@@ -405,6 +431,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
+    pre = state.pretrained if state else None
+    if pre is not None and pre.planned:
+        terminalreporter.write_line(f"kdclaims plan: {pre.planned} models needed, {len(pre.trained)} trained before "
+                                    f"the items in {pre.seconds:.1f}s" + (f", {len(pre.failed)} failed (left to "
+                                                                          "their items)" if pre.failed else ""))
     report = getattr(state, "final_report", None) if state else None
     if not report:
         return
