@@ -154,3 +154,25 @@ def test_domains_and_figure_planes() -> None:
 def test_bad_parameters_name_the_probe(params: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         boundary(_bank({"a": trained_classifier(0)}), {**FAST, **params})
+
+
+def test_report_draws_the_planes_side_by_side() -> None:
+    """The probe's label grids become a Fig. 7-like PNG (rows = planes, columns = teacher and students); fails
+    without the ``planes`` figure kind (the schema rejects it, or nothing is drawn)."""
+    import io
+
+    import matplotlib.image
+
+    from kdclaims.report.figures import figure_png, has_figure
+    from kdclaims.report.schema import ReportItem
+
+    m = boundary(_bank({"independent": trained_classifier(0), "kl": trained_classifier(100)}),
+                 {**FAST, "figure_planes": 2})
+    item = ReportItem.model_validate({
+        "nodeid": "claims/x.yaml::x[smoke]", "id": "x", "tier": "smoke", "outcome": "passed", "verdict": "supported",
+        "figure": {"kind": "planes", "metrics": ["boundary"]}, "extras": {**m.extras}})
+    png = figure_png(item)
+    assert png is not None and png.startswith(b"\x89PNG")
+    image = matplotlib.image.imread(io.BytesIO(png))
+    assert image.shape[0] > 300 and image.shape[1] > 500  # two rows of three panels
+    assert not has_figure(item.model_copy(update={"extras": {}}))

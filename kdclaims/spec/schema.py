@@ -194,7 +194,7 @@ class Significance(Strict):
 
 
 class FigureSpec(Strict):
-    kind: Literal["bars", "lines", "heatmaps", "groups", "none"] = "bars"
+    kind: Literal["bars", "lines", "heatmaps", "groups", "planes", "none"] = "bars"
     metrics: list[str] = Field(default_factory=list)
     x: list[float | str] | None = None
     xlabel: str | None = None
