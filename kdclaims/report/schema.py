@@ -87,12 +87,15 @@ class Expectation(_Strict):
 
 
 class ArmStat(_Strict):
-    """Mean of one metric for one arm, its CI, and the paper's value when the paper gives one."""
+    """Mean of one metric for one arm, its CI, and the paper's value when the paper gives one (``paper_pm``: the
+    +- it prints; ``paper_flag``: why the value is suspect and where the paper prints it otherwise)."""
 
     mean: Number = None
     ci_low: Number = None
     ci_high: Number = None
     paper: Number = None
+    paper_pm: Number = None
+    paper_flag: str | None = None
 
 
 class Figure(_Strict):

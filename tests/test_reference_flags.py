@@ -1,0 +1,79 @@
+"""The paper's values as data: ± and flags in ``reference:``, located errors, and the report's marks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from claimkit import TINY_CLAIM, write_claim
+
+from kdclaims.evaluate import evaluate
+from kdclaims.probes.base import Measurements
+from kdclaims.report.html import render_html
+from kdclaims.report.markdown import FLAG, render_markdown
+from kdclaims.report.schema import Report
+from kdclaims.spec.loader import load_claim_file
+from kdclaims.spec.yamlsource import SpecErrors
+
+FLAGGED = """\
+reference:
+  accuracy:
+    independent: 0.70
+    kl: {value: 0.72, pm: 0.01, suspect: "the figure says otherwise", also: {Fig. 9: 0.75}}
+    crd: [0.48, 0.52]
+"""
+
+
+def _claim(tmp_path, reference: str = FLAGGED):
+    return load_claim_file(write_claim(tmp_path / "claims", text=TINY_CLAIM.format(id="t") + reference)).items[0].claim
+
+
+def test_shorthand_and_full_values_share_one_form(tmp_path) -> None:
+    ref = _claim(tmp_path).reference["accuracy"]
+    assert ref["independent"].value == 0.70 and ref["independent"].flag() is None
+    assert ref["crd"].value == (0.48, 0.52)
+    assert ref["kl"].pm == 0.01
+    assert ref["kl"].flag() == "suspect: the figure says otherwise; also Fig. 9 0.75"
+
+
+@pytest.mark.parametrize("bad,field", [
+    ("    kl: {value: 0.72, pm: -0.01}\n", "pm"),
+    ("    kl: [0.52, 0.48]\n", "value"),
+    ("    kl: {value: 0.72, suspekt: x}\n", "suspekt"),
+])
+def test_bad_values_are_located(tmp_path, bad: str, field: str) -> None:
+    """A wrong value is a ``file:line: field: message`` error on the line that holds it (fails with an untyped
+    ``reference``, which accepted anything)."""
+    path = write_claim(tmp_path / "claims", text=TINY_CLAIM.format(id="t") + "reference:\n  accuracy:\n" + bad)
+    with pytest.raises(SpecErrors) as e:
+        load_claim_file(path)
+    msgs = [err.format() for err in e.value.errors]
+    line = len(path.read_text().splitlines())
+    assert any(f":{line}:" in m and field in m for m in msgs), msgs
+
+
+def _report(tmp_path) -> Report:
+    claim = _claim(tmp_path)
+    rng = np.random.default_rng(0)
+    m = Measurements()
+    for arm in ("independent", "kl"):
+        m.add("accuracy", arm, rng.integers(0, 2, (1, 40)))
+    outcome = evaluate(claim, m, arm_resamples=200)
+    arms = outcome.arms
+    item = {"nodeid": "claims/t.yaml::t[smoke]", "id": "t", "tier": "smoke", "outcome": "passed",
+            "verdict": outcome.verdict, "arms": arms}
+    return Report.model_validate({"kdclaims_version": "0", "created": "2026-01-01T00:00:00Z", "command": "pytest",
+                                  "machine": {"python": "3", "torch": "2", "device": "cpu"}, "items": [item]})
+
+
+def test_report_shows_pm_and_marks_flagged_values(tmp_path) -> None:
+    """The ± and the flag travel from the YAML to report.json, report.md and report.html (fails without the
+    ArmStat fields or without the renderers' marks)."""
+    rep = _report(tmp_path)
+    kl = rep.items[0].arms["accuracy"]["kl"]
+    assert (kl.paper, kl.paper_pm) == (0.72, 0.01) and "figure says otherwise" in kl.paper_flag
+    assert rep.items[0].arms["accuracy"]["independent"].paper_flag is None
+    md = render_markdown(rep)
+    assert "accuracy / kl: suspect: the figure says otherwise; also Fig. 9 0.75" in md
+    assert "independent:" not in md.split(FLAG)[-1]  # an unflagged value is not listed
+    page = render_html(rep, {})
+    assert f"0.720 ± 0.010 {FLAG}" in page and "also Fig. 9 0.75" in page
