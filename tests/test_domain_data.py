@@ -1,0 +1,82 @@
+"""The gpu-tier loaders of the NeurIPS version's new experiments on their fixture trees: VLCS and PACS (multi-domain
+folders) and CIFAR-100 (python release). The trees are stand-ins in the real layouts (fixtures/README.md)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kdclaims.data import build_dataset
+from kdclaims.data.domainfolders import LAYOUTS
+from kdclaims.data.paths import DataNotFound
+
+DATA = Path(__file__).resolve().parent.parent / "fixtures" / "data"
+
+
+@pytest.mark.parametrize("name", ["vlcs", "pacs"])
+def test_domain_folders_split_every_domain_and_class_once(name: str) -> None:
+    """Each (domain, class) folder of the fixture holds 2 images: one goes to train and one to test, whatever the
+    run seed; labels follow the class folder and groups the domain folder."""
+    top, domains, classes = LAYOUTS[name]
+    tr = build_dataset(name, "train", DATA, seed=0, size=8)
+    te = build_dataset(name, "test", DATA, seed=5, size=8)
+    assert len(tr) == len(te) == len(domains) * len(classes)
+    assert not set(tr.files) & set(te.files)
+    assert te.group_names == list(domains) and te.num_classes == len(classes)
+    for split in (tr, te):
+        for f, y, g in zip(split.files, split.y.tolist(), split.groups.tolist()):
+            parts = Path(f).parts
+            assert parts[-4:-1] == (top, domains[g], classes[y])
+    assert build_dataset(name, "test", DATA, seed=9, size=8).files == te.files  # the run seed does not move it
+    assert te.x.shape == (len(te), 3, 8, 8) and 0 <= float(te.x.min()) and float(te.x.max()) <= 1
+
+
+def test_domains_select_and_name_groups() -> None:
+    seen = ["LabelMe", "SUN09", "VOC2007"]
+    tr = build_dataset("vlcs", "train", DATA, domains=seen, size=8)
+    assert tr.group_names == seen and set(tr.groups.tolist()) == {0, 1, 2}
+    assert not any("/Caltech101/" in f for f in tr.files)
+    with pytest.raises(ValueError, match="unknown domain"):
+        build_dataset("vlcs", "train", DATA, domains=["Caltech"], size=8)
+
+
+@pytest.mark.parametrize("name", ["vlcs", "pacs", "cifar100"])
+def test_missing_data_names_the_layout(tmp_path: Path, name: str) -> None:
+    with pytest.raises(DataNotFound, match="--kd-data"):
+        build_dataset(name, "test", None)
+    with pytest.raises(DataNotFound, match="does not exist"):
+        build_dataset(name, "test", tmp_path)
+    if name != "cifar100":
+        top, domains, _ = LAYOUTS[name]
+        (tmp_path / top / domains[0]).mkdir(parents=True)
+        with pytest.raises(DataNotFound, match=r"expected the layout ROOT/" + top):
+            build_dataset(name, "test", tmp_path)
+
+
+def test_cifar100_reads_the_python_release() -> None:
+    te = build_dataset("cifar100", "test", DATA)
+    with open(DATA / "cifar-100-python" / "test", "rb") as fh:
+        raw = pickle.load(fh, encoding="bytes")  # the fixture we wrote ourselves
+    assert te.num_classes == 100 and te.y.tolist() == raw[b"fine_labels"]
+    want = torch.from_numpy(np.asarray(raw[b"data"]).reshape(-1, 3, 32, 32)).float() / 255
+    assert torch.equal(te.x, want)
+    assert len(build_dataset("cifar100", "train", DATA, n=2)) == 2
+
+
+class _Sneaky:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_cifar100_refuses_a_pickle_with_code(tmp_path: Path) -> None:
+    """A data file whose pickle calls a function is refused before the call (fails with plain ``pickle.load``)."""
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    (folder / "test").write_bytes(pickle.dumps({b"data": _Sneaky(), b"fine_labels": [0]}))
+    with pytest.raises(ValueError, match="refusing global posix.getcwd|refusing global os.getcwd"):
+        build_dataset("cifar100", "test", tmp_path)
