@@ -80,3 +80,21 @@ def test_cifar100_refuses_a_pickle_with_code(tmp_path: Path) -> None:
     (folder / "test").write_bytes(pickle.dumps({b"data": _Sneaky(), b"fine_labels": [0]}))
     with pytest.raises(ValueError, match="refusing global posix.getcwd|refusing global os.getcwd"):
         build_dataset("cifar100", "test", tmp_path)
+
+
+@pytest.mark.parametrize("claim_file,needle", [
+    ("adversarial/cifar100-fooling.yaml", "ROOT/cifar-100-python/{train,test}"),
+    ("domains/real-domain-transfer.yaml", "ROOT/VLCS/{Caltech101,LabelMe,SUN09,VOC2007}/"),
+])
+def test_gpu_skip_message_names_the_data_layout(tmp_path: Path, claim_file: str, needle: str) -> None:
+    """Without CUDA and without data, the skip reason names both, the data with its layout (fails when only the
+    first missing thing, CUDA, is named)."""
+    from kdclaims.bank import RunContext
+    from kdclaims.runner import missing_requirements
+    from kdclaims.spec.loader import load_claim_file
+    from kdclaims.store import CheckpointStore
+
+    items = load_claim_file(Path(__file__).resolve().parent.parent / "claims" / claim_file).items
+    claim = next(i.claim for i in items if i.tier == "gpu" and i.claim is not None)
+    why = missing_requirements(claim, RunContext(store=CheckpointStore(tmp_path), tier="gpu", data_root=None))
+    assert any(w.startswith("CUDA") for w in why) and any(needle in w for w in why), why

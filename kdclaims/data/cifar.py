@@ -53,6 +53,8 @@ def cifar100(split: str, root: Path | None, seed: int, *, n: int | None = None) 
     name = {"train": "train", "test": "test"}.get(split)
     if name is None:
         raise ValueError(f"cifar100: split must be 'train' or 'test', got '{split}'")
+    if root is None:
+        raise DataNotFound(f"cifar100: needs --kd-data ROOT with {LAYOUT}; no data root was given")
     folder = require_root("cifar100", root, "cifar-100-python")
     if not (folder / name).is_file():
         raise DataNotFound(f"cifar100: {folder / name} does not exist; expected {LAYOUT}")

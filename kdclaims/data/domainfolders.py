@@ -55,6 +55,8 @@ def domain_folders(name: str, split: str, root: Path | None, seed: int, domains:
         raise ValueError(f"{name}: unknown domain(s) {unknown}; known: {list(known)}")
     if not 0 < holdout < 1:
         raise ValueError(f"{name}: holdout must be in (0, 1), got {holdout}")
+    if root is None:
+        raise DataNotFound(f"{name}: needs --kd-data ROOT with the layout {layout(name)}; no data root was given")
     base = require_root(name, root, top)
     files: list[str] = []
     labels, groups = [], []
