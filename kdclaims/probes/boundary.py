@@ -99,12 +99,15 @@ def plane(x0: Tensor, x1: Tensor, x2: Tensor, resolution: int, margin: float) ->
 
 @torch.inference_mode()
 def label_plane(model: nn.Module, p: Plane, batch: int) -> Tensor:
-    """``argmax_c model(point)_c`` for every grid point of ``p`` (int64, CPU), in batches of ``batch``."""
+    """``argmax_c model(point)_c`` for every grid point of ``p`` (int64, CPU), in batches of ``batch``; the points
+    are built on the model's device in float32 (what the model sees anyway)."""
     device = model_device(model)
+    o, u, v, coef = (t.to(device=device, dtype=torch.float32) for t in (p.origin, p.u, p.v, p.coef))
     out = torch.empty(len(p), dtype=torch.long)
 
     def run(sl: slice) -> None:
-        out[sl] = model(p.images(sl).to(device)).argmax(1).cpu()
+        c = coef[sl]
+        out[sl] = model(o + c[:, 0, None, None, None] * u + c[:, 1, None, None, None] * v).argmax(1).cpu()
 
     over_slices(len(p), batch, run, device, PROBE)
     return out
