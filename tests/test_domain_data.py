@@ -98,3 +98,38 @@ def test_gpu_skip_message_names_the_data_layout(tmp_path: Path, claim_file: str,
     claim = next(i.claim for i in items if i.tier == "gpu" and i.claim is not None)
     why = missing_requirements(claim, RunContext(store=CheckpointStore(tmp_path), tier="gpu", data_root=None))
     assert any(w.startswith("CUDA") for w in why) and any(needle in w for w in why), why
+
+
+def test_real_domain_transfer_runs_on_the_fixture_tree(tmp_path: Path) -> None:
+    """The VLCS setting of real-domain-transfer end to end on the fixture tree, its models shrunk (tiny CNNs at 8 px,
+    one seed, independent and KL): the teacher sees four domains, the students three, and the probe scores each
+    domain's held-out images, Caltech101 included. Checks plumbing only; the stand-in data verify nothing."""
+    from kdclaims.bank import RunContext
+    from kdclaims.recipe import Recipe
+    from kdclaims.runner import run_claim
+    from kdclaims.spec.loader import load_claim_file
+    from kdclaims.spec.schema import ModelSpec
+    from kdclaims.store import CheckpointStore
+
+    torch.set_num_threads(1)
+    path = Path(__file__).resolve().parent.parent / "claims" / "domains" / "real-domain-transfer.yaml"
+    c = next(i.claim for i in load_claim_file(path).items if i.tier == "gpu" and i.setting == "vlcs")
+    small = lambda d: d.model_copy(update={"params": {**d.params, "size": 8, "num_workers": 0}})  # noqa: E731
+    recipe = Recipe(epochs=2, batch_size=8, optimizer="adam", lr=0.01, weight_decay=0.0)
+    s = c.setup
+    assert s.data.params["domains"] == ["LabelMe", "SUN09", "VOC2007"] and "domains" not in s.teacher.data.params
+    setup = s.model_copy(update={
+        "teacher": s.teacher.model_copy(update={"arch": "tiny_cnn_wide", "data": small(s.teacher.data),
+                                                "recipe": recipe}),
+        "student": ModelSpec(arch="tiny_cnn"), "data": small(s.data), "seeds": [0], "recipe": recipe,
+        "methods": [m for m in s.methods if m.name in ("independent", "kl")]})
+    claim = c.model_copy(update={"setup": setup, "probe": c.probe.model_copy(update={"data": small(c.probe.data)}),
+                                 "needs": [], "significance": c.significance.model_copy(update={"resamples": 200})})
+    ctx = RunContext(store=CheckpointStore(tmp_path), tier="gpu", data_root=DATA)
+    result = run_claim(claim, ctx, use_probe_cache=False)
+    assert result.problems() == []
+    got = result.measurements.values
+    for d in LAYOUTS["vlcs"][1]:
+        assert got[f"accuracy/{d}"]["kl"].shape == (1, 5)  # one held-out image per class
+    assert {e.label for e in result.outcome.expectations} >= {
+        "kl[Caltech101] > independent[Caltech101]", "premise: the teacher is better than the independent student on Caltech101"}
