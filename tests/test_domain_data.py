@@ -133,3 +133,28 @@ def test_real_domain_transfer_runs_on_the_fixture_tree(tmp_path: Path) -> None:
         assert got[f"accuracy/{d}"]["kl"].shape == (1, 5)  # one held-out image per class
     assert {e.label for e in result.outcome.expectations} >= {
         "kl[Caltech101] > independent[Caltech101]", "premise: the teacher is better than the independent student on Caltech101"}
+
+
+def test_cifar100_fooling_arms_build_for_every_pair() -> None:
+    """Every pair of cifar100-fooling builds at 32 px and every arm's loss (CE + its distillation term) is finite on
+    one batch: the Hint taps chosen in its notes fit (ShuffleNet's F2 against WRN-40-2's hint, both 16 x 16)."""
+    from kdclaims.data.base import Split
+    from kdclaims.models import create_model
+    from kdclaims.registries import METHODS
+    from kdclaims.spec.loader import load_claim_file
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    path = Path(__file__).resolve().parent.parent / "claims" / "adversarial" / "cifar100-fooling.yaml"
+    items = [i.claim for i in load_claim_file(path).items if i.tier == "gpu"]
+    assert {c.setting for c in items} == {"wrn40_2-shufflenet_v1", "vgg13-vgg8", "resnet50-mobilenetv2"}
+    split = Split("tiny", torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]), num_classes=100)
+    for c in items:
+        teacher = create_model(c.setup.teacher.arch, 100, **c.setup.teacher.params).eval()
+        for arm in c.setup.methods:
+            if arm.method in ("independent", "crd"):  # no teacher term / a memory bank of 50,000 images
+                continue
+            student = create_model(c.setup.student.arch, 100, **c.setup.student.params)
+            distiller = METHODS.get(arm.method)(student, teacher, split, **arm.params)
+            _, losses = distiller.forward_train(split.x, split.y)
+            assert all(torch.isfinite(v).all() for v in losses.values()), (c.setting, arm.name, losses)
