@@ -291,6 +291,11 @@ def _planes(fig: MplFigure, item: ReportItem) -> None:
                 ax.set_title(name)
             if c == 0:
                 ax.set_ylabel(f"{p.get('domain', '')} {p.get('labels_of_triplet', '')}", fontsize=7)
+    classes = sorted({int(v) for p in planes for g in p["grids"].values() for row in g for v in row})
+    cmap = matplotlib.colormaps["tab10"]
+    _legend(fig, [Patch(facecolor=cmap(k % 10), label=f"class {k}") for k in classes[:10]]
+            + [Line2D([], [], linestyle="none", marker="o", markerfacecolor="white", markeredgecolor="black",
+                      label="triplet images")])
 
 
 _DRAW: dict[str, Callable[[MplFigure, ReportItem], None]] = {
