@@ -17,7 +17,7 @@ import numpy as np
 from kdclaims import stats
 from kdclaims.probes.base import Measurements
 from kdclaims.spec.compare import Comparison, expand
-from kdclaims.spec.schema import Claim
+from kdclaims.spec.schema import Claim, RefValue
 
 VERDICT_ORDER = {"supported": 0, "inconclusive": 1, "refuted": 2}
 
@@ -212,10 +212,12 @@ def arm_summary(claim: Claim, m: Measurements, *, seed: int, resamples: int) -> 
     out: dict[str, dict[str, dict]] = {}
     rng = np.random.default_rng(seed)
     for metric, arms in m.values.items():
-        ref = claim.reference.get(metric, {}) if isinstance(claim.reference.get(metric), dict) else {}
+        ref = claim.reference.get(metric, {})
         for arm, values in arms.items():
-            entry: dict[str, float | None] = {"mean": float(np.nanmean(values)) if np.isfinite(values).any() else None,
-                                              "ci_low": None, "ci_high": None, "paper": _num(ref.get(arm))}
+            entry: dict[str, Any] = {"mean": float(np.nanmean(values)) if np.isfinite(values).any() else None,
+                                     "ci_low": None, "ci_high": None, "paper": _num(ref.get(arm))}
+            if isinstance(ref.get(arm), RefValue):
+                entry.update(paper_pm=ref[arm].pm, paper_flag=ref[arm].flag())
             if np.isfinite(values).sum() >= 2 and values.shape[1] >= 2:
                 try:
                     mean, lo, hi = stats.mean_ci(values, alpha=claim.significance.alpha, resamples=resamples, rng=rng)
@@ -227,6 +229,8 @@ def arm_summary(claim: Claim, m: Measurements, *, seed: int, resamples: int) -> 
 
 
 def _num(v: Any) -> float | None:
+    if isinstance(v, RefValue):
+        v = v.value
     if isinstance(v, (int, float)):
         return float(v)
     if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):

@@ -59,6 +59,29 @@ def missing_requirements(claim: Claim, ctx: RunContext) -> list[str]:
                 out.append(f"weights of {name}: {e}")
             except ValueError as e:
                 out.append(f"weights of {name}: {e}")
+    if out:  # skipped anyway: also name the data it would need, so that one message lists everything to supply
+        out += missing_data(claim, ctx)
+    return out
+
+
+def missing_data(claim: Claim, ctx: RunContext) -> list[str]:
+    """The datasets of the item (students', teachers', probes') whose files are absent, with the layout expected."""
+    from kdclaims.data import DataNotFound, build_dataset
+
+    specs = [claim.setup.data, *(t.data for t in claim.setup.all_teachers().values()),
+             *(p.data for p in (claim.probe, *claim.extra_probes))]
+    out, seen = [], set()
+    for spec in specs:
+        if spec is None or repr(spec.key()) in seen:
+            continue
+        seen.add(repr(spec.key()))
+        try:
+            build_dataset(spec.name, "test", ctx.data_root, **spec.params)
+        except DataNotFound as e:
+            if f"data: {e}" not in out:
+                out.append(f"data: {e}")
+        except Exception:  # noqa: BLE001  (any other problem is reported when the item runs)
+            continue
     return out
 
 

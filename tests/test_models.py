@@ -54,6 +54,18 @@ def _mnist(c1: int, c2: int) -> dict[str, tuple[int, ...]]:  # at 28px: 3x3 vali
     return f | {"F6": (128,), "penultimate": (128,), "hint": f["F4"], "cam": f["F5"]}
 
 
+_ZOO = {  # name -> tap shapes at 32 px (CIFAR forms: wrn 8x8 at the end, vgg 2x2, shufflenet 4x4)
+    "wrn_40_2": {"F1": (16, 32, 32), "F2": (32, 32, 32), "F3": (64, 16, 16), "F4": (128, 8, 8), "F5": (128, 8, 8),
+                 "F6": (128,)},
+    "vgg8_cifar": {"F1": (64, 32, 32), "F2": (128, 16, 16), "F3": (256, 8, 8), "F4": (512, 4, 4), "F5": (512, 2, 2),
+                   "F6": (512,)},
+    "vgg13_cifar": {"F1": (64, 32, 32), "F2": (128, 16, 16), "F3": (256, 8, 8), "F4": (512, 2, 2),
+                    "F5": (512, 2, 2), "F6": (512,)},
+    "shufflenet_v1": {"F1": (24, 32, 32), "F2": (240, 16, 16), "F3": (480, 8, 8), "F4": (960, 4, 4),
+                      "F5": (960, 4, 4), "F6": (960,)},
+}
+_ZOO = {k: v | {"penultimate": v["F6"], "hint": v["F3"], "cam": v["F5"]} for k, v in _ZOO.items()}
+
 _VIT = {f"F{i}": (768, 7, 7) for i in range(1, 6)} | {"F6": (768,), "penultimate": (768,)}
 _VIT |= {"hint": (768, 7, 7), "cam": (768, 7, 7)}
 
@@ -77,6 +89,7 @@ EXPECTED: dict[str, tuple[int, dict[str, tuple[int, ...]], str]] = {
     "vit_b_32": (224, _VIT, "net.heads"),
     "swin_t": (224, _swin(96), "net.head"),
     "swin_b": (224, _swin(128), "net.head"),
+    **{name: (32, shapes, "net.fc") for name, shapes in _ZOO.items()},
 }
 
 
@@ -293,3 +306,12 @@ def test_models_deep_copy_and_their_tap_transforms_pickle():
     for name in ("resnet18", "vit_b_32", "swin_t"):
         transforms = pickle.loads(pickle.dumps(built(name).tap_transforms))
         assert set(transforms) == set(built(name).tap_transforms)
+
+
+def test_cifar_zoo_sizes_match_the_crd_release():
+    """Parameter counts at 100 classes as in CRD's CIFAR-100 zoo (wrn_40_2 2.26M, vgg8 3.97M, vgg13 9.46M,
+    ShuffleV1 0.95M; ours 1.0M); fails if a width, depth or group count is wrong."""
+    n = {k: sum(p.numel() for p in create_model(k, 100).parameters()) / 1e6
+         for k in ("wrn_40_2", "vgg8_cifar", "vgg13_cifar", "shufflenet_v1")}
+    assert 2.2 < n["wrn_40_2"] < 2.3 and 3.9 < n["vgg8_cifar"] < 4.0 and 9.4 < n["vgg13_cifar"] < 9.5
+    assert 0.9 < n["shufflenet_v1"] < 1.05

@@ -65,6 +65,9 @@ def test_probe_identical_student_always_fooled_constant_never() -> None:
     assert np.all(fooled["const"] == 0.0)
     assert fooled["const_teacher"].shape == (1, n_fool) and np.all(fooled["const_teacher"] == 0.0)
     assert "teacher" not in fooled  # the source is not measured on its own images
+    # ... but its own fooling rate is a per-image metric over all attacked images (Table 6's teacher column)
+    assert m.values["source_fooled"]["teacher"].shape == (1, 48)
+    assert m.values["source_fooled"]["teacher"].sum() == n_fool
     assert set(np.unique(fooled["independent"])) <= {0.0, 1.0}
     assert m.extras["eps"] == ATTACK["eps"]
     assert not hooks_left(bank.all_models())
@@ -75,6 +78,7 @@ def test_foreign_source_and_eps_sweep() -> None:
     m = adversarial_transfer(bank, {**ATTACK, "source": "foreign", "eps_sweep": [0.02, 0.05, 0.1]})
     assert m.extras["source"] == "foreign"
     assert "teacher" in m.values["fooled"] and "foreign" not in m.values["fooled"]
+    assert list(m.values["source_fooled"]) == ["foreign"]
     # the sweep's eps=0.05 is the main attack: same units, same values
     for arm in m.values["fooled"]:
         np.testing.assert_array_equal(m.values["fooled/eps=0.05"][arm], m.values["fooled"][arm])

@@ -2,7 +2,8 @@
 
 Importing this package registers every builder: ``fashion_mnist``, ``mnist``, ``digits``, ``synthetic``, ``imagenet``,
 ``fairface``, the model-vs-human sets ``mvh_edge``, ``mvh_silhouette``, ``mvh_cue_conflict``, ``mvh_sketch``,
-``mvh_stylized``, and the grating-textured ``textured_fashion``, ``textured_digits`` (``textures``).
+``mvh_stylized``, the grating-textured ``textured_fashion``, ``textured_digits`` (``textures``), ``cifar100``
+(``cifar``) and the multi-domain folders ``vlcs``, ``pacs`` (``domainfolders``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from kdclaims.data import digits, fairface, folder, mnist, mvh, synthetic, textures  # noqa: F401  (registers builders)
+from kdclaims.data import (  # noqa: F401  (registers builders)
+    cifar, digits, domainfolders, fairface, folder, mnist, mvh, synthetic, textures,
+)
 from kdclaims.data.base import Batch, Split
 from kdclaims.data.folder import FolderSplit
 from kdclaims.data.paths import DataNotFound

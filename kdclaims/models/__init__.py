@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kdclaims.models import cifar_resnet, resnet, small, timm_models, transformers, vgg  # noqa: F401  (registration)
+from kdclaims.models import (  # noqa: F401  (registration)
+    cifar_resnet, cifar_zoo, resnet, small, timm_models, transformers, vgg,
+)
 from kdclaims.models.base import Classifier, FeatureTaps
 from kdclaims.models.common import TAP_NAMES
 from kdclaims.models.weights import WeightsNotFound, load_weights, resolve_weights

@@ -7,6 +7,7 @@ from kdclaims.probes import (  # noqa: F401  (registration)
     accuracy,
     adversarial,
     agreement,
+    boundary,
     cka,
     consensus,
     localisation,

@@ -7,6 +7,8 @@ I-FGSM in unnormalised pixel space [0, 1], ``k`` steps of size ``a`` within an L
 The source is fooled on an image when ``argmax source(x_k) != argmax source(x)``. The units are the images that
 fool the source; on them, ``fooled[arm]`` is 1 when the student's prediction on ``x_k`` differs from its own
 prediction on ``x``, else 0 (per seed). Teacher-like models other than the source get one row each.
+``source_fooled[source]`` (one row, every attacked image) is 1 where the attack fooled the source: its mean is the
+source's own fooling rate (Table 6's teacher column in the NeurIPS version).
 
 Params: ``eps``, ``step``, ``steps`` (required), ``source`` (a teacher name, default ``teacher``; a foreign
 network for the control of Fig. 3c), ``eps_sweep`` (optional list of radii: metrics ``fooled/eps=<v>``, each
@@ -132,6 +134,7 @@ def adversarial_transfer(bank: ModelBank, params: dict[str, Any]) -> Measurement
             out.add(metric, arm, (adv_stu[r][arm] != clean_stu[arm]).numpy()[:, units].astype(np.float64))
         for t, _ in others:
             out.add(metric, t, (adv_oth[r][t] != clean_oth[t]).numpy()[units].astype(np.float64))
+    out.add("source_fooled", source_name, fooling[eps].astype(np.float64))
     out.extras.update(
         source=source_name,
         eps=eps,

@@ -5,7 +5,7 @@ under matplotlib's default style, fixed size and DPI, and PNG metadata without t
 so the same item always gives the same PNG bytes.
 
 Kinds (see ``schema.Figure``): ``bars`` (paper Fig 2, 3, 4a), ``lines`` (Fig 4b-d, C.4, C.5, eps sweeps),
-``heatmaps`` (Fig 8), ``groups`` (Fig 5, 6, §6.2).
+``heatmaps`` (Fig 8), ``groups`` (Fig 5, 6, §6.2), ``planes`` (NeurIPS Fig 7: decision regions on planes).
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def has_figure(item: ReportItem) -> bool:
         return False
     if kind == "heatmaps":
         return bool(_cka(item))
+    if kind == "planes":
+        return bool(_planes_of(item))
     return any(math.isfinite(_f(s.mean)) for m in item.figure.metrics for s in item.arms.get(m, {}).values())
 
 
@@ -260,8 +262,47 @@ def _groups(fig: MplFigure, item: ReportItem) -> None:
     _legend(fig, handles)
 
 
+def _planes_of(item: ReportItem) -> list[dict[str, Any]]:
+    """The label grids the boundary probe left in ``extras`` (directly, or under an extra probe's name)."""
+    raw = item.extras.get("boundary_planes")
+    if raw is None and isinstance(item.extras.get("boundary"), dict):
+        raw = item.extras["boundary"].get("boundary_planes")
+    return [p for p in raw or [] if isinstance(p, dict) and isinstance(p.get("grids"), dict) and p["grids"]]
+
+
+def _planes(fig: MplFigure, item: ReportItem) -> None:
+    """One row per plane, one column per model (the teacher first): each grid point coloured by its class, the
+    triplet's three images marked where they lie on the plane."""
+    planes = _planes_of(item)
+    names = list(dict.fromkeys(n for p in planes for n in p["grids"]))
+    axes = fig.subplots(len(planes), len(names), squeeze=False)
+    for r, p in enumerate(planes):
+        (s0, t0), (s1, t1) = p.get("extent") or [(0, 0), (1, 1)]
+        for c, name in enumerate(names):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            grid = p["grids"].get(name)
+            if grid is None:
+                continue
+            # grid[i][j]: i along the first plane axis (s), j along the second (t); imshow wants rows = t
+            ax.imshow(np.asarray(grid, dtype=float).T, cmap="tab10", vmin=-0.5, vmax=9.5, origin="lower",
+                      extent=(s0, s1, t0, t1), aspect="auto", interpolation="nearest")
+            for (s, t), mark in zip(p.get("anchors") or [], "o^X"):
+                ax.plot(s, t, marker=mark, color="black", markerfacecolor="white", markersize=5)
+            if r == 0:
+                ax.set_title(name)
+            if c == 0:
+                ax.set_ylabel(f"{p.get('domain', '')} {p.get('labels_of_triplet', '')}", fontsize=7)
+    classes = sorted({int(v) for p in planes for g in p["grids"].values() for row in g for v in row})
+    cmap = matplotlib.colormaps["tab10"]
+    _legend(fig, [Patch(facecolor=cmap(k % 10), label=f"class {k}") for k in classes[:10]]
+            + [Line2D([], [], linestyle="none", marker="o", markerfacecolor="white", markeredgecolor="black",
+                      label="triplet images")])
+
+
 _DRAW: dict[str, Callable[[MplFigure, ReportItem], None]] = {
-    "bars": _bars, "lines": _lines, "heatmaps": _heatmaps, "groups": _groups}
+    "bars": _bars, "lines": _lines, "heatmaps": _heatmaps, "groups": _groups, "planes": _planes}
 
 
 def _size(item: ReportItem) -> tuple[float, float]:
@@ -272,6 +313,10 @@ def _size(item: ReportItem) -> tuple[float, float]:
         return (min(max(4.0, 1.2 + 0.9 * n_arms) * panels, 16.0), 3.8)
     if kind == "heatmaps":
         return (min(3.4 * len(_cka(item)) + 1.2, 16.0), 3.8)
+    if kind == "planes":
+        planes = _planes_of(item)
+        cols = len({n for p in planes for n in p["grids"]})
+        return (min(1.2 + 2.0 * cols, 16.0), min(1.0 + 2.0 * len(planes), 16.0))
     if kind == "groups":
         return (min(max(5.5, 1.5 + 0.35 * len(metrics) * max(n_arms, 1)), 16.0), 4.0)
     return (6.4, 4.0)

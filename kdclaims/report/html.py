@@ -9,9 +9,9 @@ from typing import Any
 
 from kdclaims.report.figures import figure_png
 from kdclaims.report.markdown import (
-    DASH, EXPECTATION_HEADER, STATISTICS_NOTE, SUMMARY_HEADER, expectation_row, fmt_family, split_expectations,
-    verdict_words, fmt_delta, fmt_estimate, fmt_num, fmt_p, fmt_ref,
-    fmt_seconds, fmt_setup,
+    DASH, EXPECTATION_HEADER, FLAG, STATISTICS_NOTE, SUMMARY_HEADER, expectation_row, fmt_delta, fmt_estimate,
+    fmt_family, fmt_num, fmt_p, fmt_paper, fmt_ref, fmt_seconds, fmt_setup, reference_flags, split_expectations,
+    verdict_words,
 )
 from kdclaims.report.schema import TIERS, VERDICTS, Report, ReportItem, as_report
 
@@ -86,11 +86,13 @@ def _arms_table(item: ReportItem) -> str:
     for metric, arms in item.arms.items():
         for arm, s in arms.items():
             rows.append([escape(metric), escape(arm), escape(fmt_estimate(s.mean, s.ci_low, s.ci_high)),
-                         escape(fmt_num(s.paper)), escape(fmt_delta(s.mean, s.paper))])
+                         escape(fmt_paper(s)), escape(fmt_delta(s.mean, s.paper))])
     if not rows:
         return ""
     table = _table(["metric", "arm", "mean [CI]", "paper", "Δ"], rows, numeric={2, 3, 4})
-    return f"<details><summary>Per-arm values ({len(rows)} rows)</summary>\n{table}</details>\n"
+    flags = "".join(f"<li>{escape(m)} / {escape(a)}: {escape(f)}</li>" for m, a, f in reference_flags(item))
+    flags = f"<p>{FLAG} paper values to read with care:</p><ul>{flags}</ul>\n" if flags else ""
+    return f"<details><summary>Per-arm values ({len(rows)} rows)</summary>\n{table}</details>\n{flags}"
 
 
 def _extras(item: ReportItem) -> list[tuple[str, str]]:

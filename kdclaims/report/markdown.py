@@ -7,9 +7,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from kdclaims.report.schema import TIERS, VERDICTS, Expectation, PaperRef, Report, ReportItem, as_report
+from kdclaims.report.schema import TIERS, VERDICTS, ArmStat, Expectation, PaperRef, Report, ReportItem, as_report
 
 DASH = "—"
+FLAG = "⚠"  # beside a paper value the claim flags (suspect, or printed otherwise elsewhere in the paper)
 VERDICT_MARK = {"supported": "✅", "refuted": "❌", "inconclusive": "❔", "skipped": "⏭️", "error": "💥"}
 
 
@@ -77,6 +78,19 @@ def fmt_delta(measured: Any, paper: Any, none: str = DASH) -> str:
     if _is_num(measured) and _is_num(paper) and math.isfinite(measured) and math.isfinite(paper):
         return fmt_signed(measured - paper, none)
     return none
+
+
+def fmt_paper(s: ArmStat, none: str = DASH) -> str:
+    """An arm's paper value with its printed ± and ``FLAG`` when the claim flags it: ``0.442 ± 0.002 ⚠``."""
+    out = fmt_num(s.paper, none)
+    if _is_num(s.paper) and _is_num(s.paper_pm):
+        out += f" ± {fmt_num(s.paper_pm)}"
+    return f"{out} {FLAG}" if s.paper_flag else out
+
+
+def reference_flags(item: ReportItem) -> list[tuple[str, str, str]]:
+    """``(metric, arm, flag)`` for every flagged paper value of the item, in table order."""
+    return [(m, a, s.paper_flag) for m, arms in item.arms.items() for a, s in arms.items() if s.paper_flag]
 
 
 def fmt_seconds(s: Any) -> str:
@@ -240,6 +254,10 @@ def _item_md(it: ReportItem, slug: str) -> list[str]:
         for r, e in zip(rows, exps):
             r[-1] = verdict_md(e.verdict)
         lines += [f"*{heading}*", ""] + _table(EXPECTATION_HEADER, rows, EXPECTATION_ALIGN) + [""]
+    flags = reference_flags(it)
+    if flags:
+        lines += [f"{FLAG} **paper values to read with care**:"]
+        lines += [f"- {md_escape(m)} / {md_escape(a)}: {md_escape(f)}" for m, a, f in flags] + [""]
     if it.message:
         lines += [_fence(it.message), ""]
     return lines

@@ -23,7 +23,7 @@ ExpectationVerdict = Literal["supported", "refuted", "inconclusive"]
 Outcome = Literal["passed", "failed", "skipped", "error"]
 Tier = Literal["smoke", "cpu", "gpu"]
 RecipeName = Literal["paper", "fast"]
-FigureKind = Literal["bars", "lines", "heatmaps", "groups", "none"]
+FigureKind = Literal["bars", "lines", "heatmaps", "groups", "planes", "none"]
 Number = float | None
 
 VERDICTS: tuple[str, ...] = ("supported", "refuted", "inconclusive", "skipped", "error")
@@ -130,12 +130,15 @@ class Expectation(_Strict):
 
 
 class ArmStat(_Strict):
-    """Mean of one metric for one arm, its CI, and the paper's value when the paper gives one."""
+    """Mean of one metric for one arm, its CI, and the paper's value when the paper gives one (``paper_pm``: the
+    +- it prints; ``paper_flag``: why the value is suspect and where the paper prints it otherwise)."""
 
     mean: Number = None
     ci_low: Number = None
     ci_high: Number = None
     paper: Number = None
+    paper_pm: Number = None
+    paper_flag: str | None = None
 
 
 class Figure(_Strict):
@@ -145,6 +148,8 @@ class Figure(_Strict):
     - ``lines``: ``metrics[i]`` is the metric at ``x[i]``; one line per arm with a CI band.
     - ``heatmaps``: one matrix per arm from ``extras["cka_matrix"][arm]``, shared colour scale 0..1.
     - ``groups``: grouped bars, one group per metric, one colour per arm.
+    - ``planes``: decision regions on planes through three images, one row per plane and one column per model,
+      from ``extras["boundary_planes"]`` (the boundary probe).
     ``x`` may hold numbers or category labels; when given it has one entry per metric.
     """
 

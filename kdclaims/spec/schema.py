@@ -189,6 +189,46 @@ class Expect(Strict):
         return self
 
 
+RefNumber = float | tuple[float, float]  # a value, or [low, high] for a range the paper states
+
+
+class RefValue(Strict):
+    """One of the paper's values, as ``reference: {metric: {arm: value}}`` gives it.
+
+    A plain number or ``[low, high]`` is shorthand for ``{value: ...}``. ``pm``: the +- printed beside it.
+    ``suspect``: why the value should not be taken at face value (the paper contradicts itself there).
+    ``also``: the same quantity as printed elsewhere in the paper, ``{where: value}``, where that differs (another
+    table, a figure, the text, or the other version of the paper). The report marks values with either.
+    """
+
+    value: RefNumber
+    pm: float | None = Field(None, ge=0)
+    suspect: str | None = Field(None, min_length=3)
+    also: dict[str, RefNumber] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"value": data} if isinstance(data, (int, float, list, tuple)) else data
+
+    @field_validator("value")
+    @classmethod
+    def _range(cls, v: RefNumber) -> RefNumber:
+        if isinstance(v, tuple) and v[0] > v[1]:
+            raise ValueError(f"a range is [low, high], got {list(v)}")
+        return v
+
+    def flag(self) -> str | None:
+        """The report's mark: ``suspect: ...; also <where> <value>; ...``, or None for a plain value."""
+        parts = [f"suspect: {self.suspect}"] if self.suspect else []
+        parts += [f"also {where} {_fmt_ref(v)}" for where, v in self.also.items()]
+        return "; ".join(parts) or None
+
+
+def _fmt_ref(v: RefNumber) -> str:
+    return f"{v[0]:g}-{v[1]:g}" if isinstance(v, tuple) else f"{v:g}"
+
+
 class Significance(Strict):
     alpha: float = Field(0.05, gt=0, lt=0.5)
     resamples: int = Field(10_000, ge=100, le=1_000_000)
@@ -213,7 +253,7 @@ class FamilySpec(Strict):
 
 
 class FigureSpec(Strict):
-    kind: Literal["bars", "lines", "heatmaps", "groups", "none"] = "bars"
+    kind: Literal["bars", "lines", "heatmaps", "groups", "planes", "none"] = "bars"
     metrics: list[str] = Field(default_factory=list)
     x: list[float | str] | None = None
     xlabel: str | None = None
@@ -240,7 +280,7 @@ class Claim(Strict):
     probe: ProbeSpec
     extra_probes: list[ProbeSpec] = Field(default_factory=list)  # more measurements on the same models
     expect: list[Expect] = Field(min_length=1)
-    reference: dict[str, Any] = Field(default_factory=dict)
+    reference: dict[str, dict[str, RefValue]] = Field(default_factory=dict)  # {metric: {arm: paper's value}}
     significance: Significance = Field(default_factory=Significance)
     family: FamilySpec | None = None
     report: FigureSpec = Field(default_factory=FigureSpec)
