@@ -65,9 +65,15 @@ def regenerated(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------------------------------------ the script
 
 
+STORE_MAX_BYTES = 8 * 1024 * 1024  # the pre-trained smoke models (fixtures/store, ~90 tiny CNNs)
+
+
 def test_everything_under_fixtures_is_small():
+    """Data and weights stay under 2 MB; the shipped smoke store has its own bound (it holds every smoke model)."""
     files = [p for p in FIX.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-    assert sum(p.stat().st_size for p in files) < MAX_BYTES
+    store = [p for p in files if "store" in p.relative_to(FIX).parts[:1]]
+    assert sum(p.stat().st_size for p in files if p not in store) < MAX_BYTES
+    assert sum(p.stat().st_size for p in store) < STORE_MAX_BYTES
 
 
 def test_data_regenerates_byte_identical(regenerated):
