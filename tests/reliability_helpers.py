@@ -250,8 +250,8 @@ def invalid_mutations(draw, marker: str = MARKER_NAME) -> Mutation:
     if kind == "absurd":
         target, path, values = draw(st.sampled_from(ABSURD))
         return _structural(kind, "invalid", target, path, draw(values))
-    if kind == "python_tag":
-        target = draw(st.sampled_from(FILES))
+    if kind == "python_tag":  # only files with a one-line `key: value` to replace
+        target = draw(st.sampled_from([f for f in FILES if any(map(_is_key_line, ORIGINAL[f].splitlines()))]))
         lines = ORIGINAL[target].splitlines()
         keyed = [i for i, line in enumerate(lines) if _is_key_line(line)]
         i = draw(st.sampled_from(keyed))
