@@ -91,7 +91,7 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], state: _Walk) -
         return _scalar(node, state)
     except yaml.constructor.ConstructorError as e:
         raise SpecError("", line, _dotted(path), f"not allowed: {e.problem}") from None
-    except (ValueError, OverflowError, TypeError, AttributeError) as e:  # 2024-02-30, !!int abc, !!timestamp x, ...
+    except (ValueError, OverflowError, TypeError, AttributeError, KeyError) as e:  # 2024-02-30, !!int abc, !!timestamp x, !!bool maybe (KeyError), ...
         raise SpecError("", line, _dotted(path), f"invalid {_tag_name(node.tag)} value: {_short(e)}") from None
 
 
@@ -108,7 +108,7 @@ def _walk_collection(node: yaml.Node, path: Path_, lines: dict[Path_, int], stat
             key = _scalar(key_node, state)
         except yaml.constructor.ConstructorError as e:
             raise SpecError("", key_node.start_mark.line + 1, _dotted(path), f"not allowed: {e.problem}") from None
-        except (ValueError, OverflowError, TypeError, AttributeError) as e:
+        except (ValueError, OverflowError, TypeError, AttributeError, KeyError) as e:
             raise SpecError("", key_node.start_mark.line + 1, _dotted(path),
                             f"invalid {_tag_name(key_node.tag)} key: {_short(e)}") from None
         if key == "<<":
